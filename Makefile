@@ -1,0 +1,45 @@
+# make run   — set everything up (system packages, .venv, the default model) and start Mneme
+# make test  — the same set-up, then the whole test suite
+# make bench — benchmarks; figures go into BENCHMARKS.md by hand, with date and machine
+SHELL := /bin/bash
+VENV  := .venv
+PY    := $(VENV)/bin/python
+STAMP := $(VENV)/.mneme-installed
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+
+# llama.cpp is compiled at install. A native build uses AMX kernels on CPUs that report AMX and
+# crashes on the first token there; build for a portable x86-64 level (AVX2/FMA when present).
+ARCH := $(shell uname -m)
+ifeq ($(ARCH),x86_64)
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF $(if $(shell grep -m1 -o -w avx2 /proc/cpuinfo),-DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON)
+else
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF
+endif
+
+.PHONY: run test bench system venv model clean lint
+run: system venv model
+	$(VENV)/bin/mneme chat
+
+test: system venv model
+	$(VENV)/bin/lint-imports
+	$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+bench: system venv model
+	$(PY) tests/bench/run.py $(BENCH_ARGS)
+
+system:
+	@bash packaging/system-deps.sh
+
+venv: $(STAMP)
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Mneme needs Python 3.11"'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -U pip setuptools wheel
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+model: venv
+	@$(VENV)/bin/mneme setup-model >/dev/null
+
+clean:
+	rm -rf $(VENV) build *.egg-info

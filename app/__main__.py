@@ -1,0 +1,3 @@
+from mneme.app.cli import main
+
+raise SystemExit(main())

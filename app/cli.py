@@ -1,0 +1,423 @@
+"""``mneme``: the command line. A thin client of ``mneme.core``; every command is one call into it."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import logging
+import os
+import sys
+import threading
+from datetime import datetime
+from pathlib import Path
+
+from mneme import __version__
+from mneme.core import memory as memory_api
+from mneme.core.errors import UserError
+from mneme.core.paths import HomeLayout, resolve_home
+from mneme.core.records import iso
+from mneme.core.timefilter import parse_date
+
+log = logging.getLogger("mneme.cli")
+
+
+# -- helpers ------------------------------------------------------------------------------------
+def _progress(desc: str, total: int | None = None, unit: str = "it"):
+    from tqdm import tqdm
+
+    force = os.environ.get("MNEME_PROGRESS") == "1"
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True,
+                disable=False if force else None, leave=False)
+
+
+def _prompt(question: str) -> str:
+    if not sys.stdin.isatty():
+        raise UserError("a passphrase is needed and there is no terminal to ask on",
+                        "set MNEME_PASSPHRASE")
+    return getpass.getpass(question)
+
+
+def _prompt_new(question: str) -> str:
+    first = _prompt(question)
+    if os.environ.get("MNEME_PASSPHRASE"):
+        return first
+    if _prompt("Repeat passphrase: ") != first:
+        raise UserError("the two passphrases differ", "run the command again")
+    return first
+
+
+def _date(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_date(value)
+    except ValueError as exc:
+        raise UserError(str(exc), "dates look like 2024-03-05 or '2024-03-05 14:00'") from None
+
+
+def _open(args, create: bool = True, warm: bool = True, embedder: bool = True, key_mode=None):
+    from mneme import models  # registers the embedder
+
+    emb = models.default_embedder() if embedder else None
+    mem = memory_api.open_memory(args.home, embedder=emb, passphrase=_prompt_new if create else _prompt,
+                                 create=create, key_mode=key_mode, warm=warm)
+    if not memory_api.home_exists(args.home):
+        raise UserError("memory was not created", "see the log")
+    return mem
+
+
+def _wait_index(mem) -> None:
+    if mem.index is None or mem.index.ready.is_set():
+        return
+    bar = _progress("loading index", unit="vec")
+    while not mem.index.ready.wait(0.1):
+        bar.total = mem.index.total
+        bar.n = mem.index.loaded
+        bar.refresh()
+    bar.close()
+
+
+def _embed(mem) -> None:
+    counts = mem.store.counts(mem.embedder.id)
+    todo = counts["chunks"] - counts["embedded"]
+    if todo <= 0:
+        return
+    bar = _progress("embedding", total=todo, unit="chunk")
+    mem.embed_pending(progress=lambda done, total: bar.update(done - bar.n))
+    bar.close()
+
+
+def _filters(args) -> dict:
+    return {"since": _date(args.since), "until": _date(args.until), "app": args.app}
+
+
+def _print_hit(n: int, hit) -> None:
+    when = datetime.fromtimestamp(hit.time).astimezone().strftime("%Y-%m-%d %H:%M")
+    where = " · ".join(p for p in (hit.app, hit.title) if p)
+    text = " ".join(hit.text.split())
+    print(f"{n:>2}. {when}  {where}  (sources {', '.join(map(str, hit.source_ids))})")
+    print(f"    {(hit.speaker + ': ') if hit.speaker else ''}{text[:300]}")
+
+
+def _load_llm(mem, model: str | None):
+    from mneme.models.llama import LlamaLLM
+    from mneme.models.registry import resolve_model
+
+    path = resolve_model(model or mem.config["model_path"])
+    return LlamaLLM(path, n_ctx=mem.config["n_ctx"], n_threads=mem.config.threads(),
+                    low_memory=mem.config["low_memory"])
+
+
+# -- commands -----------------------------------------------------------------------------------
+def cmd_init(args) -> int:
+    if memory_api.home_exists(args.home):
+        raise UserError(f"there is already a memory in {resolve_home(args.home)}",
+                        "use `mneme key passphrase|keyring` to change how it is locked")
+    with _open(args, key_mode="passphrase" if args.passphrase else "keyring", warm=False,
+               embedder=False) as mem:
+        print(f"Created an encrypted memory in {mem.home} ({mem.meta.mode} mode).")
+    return 0
+
+
+def cmd_import_chats(args) -> int:
+    from mneme.capture.chats import parse_file
+
+    parsed = parse_file(args.file, args.format, skip_bad=args.skip_bad)
+    with _open(args, warm=False) as mem:
+        bar = _progress(f"importing {parsed.format}", total=len(parsed.messages), unit="msg")
+        added, skipped = mem.import_messages(parsed.messages,
+                                             progress=lambda done, total: bar.update(done - bar.n))
+        bar.close()
+        _embed(mem)
+    print(f"Imported {added} messages from {args.file} ({parsed.format}); "
+          f"{skipped} were already in memory.")
+    if parsed.skipped:
+        print(f"Skipped {len(parsed.skipped)} bad lines/items:")
+        for line in parsed.skipped:
+            print(f"  {line}")
+    return 0
+
+
+def cmd_search(args) -> int:
+    if not args.query and not args.batch:
+        raise UserError("search needs a QUERY or --batch FILE", "e.g. mneme search 'tax form'")
+    with _open(args, create=False) as mem:
+        _wait_index(mem)
+        if args.batch:
+            path = Path(args.batch)
+            for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    item = json.loads(line)
+                    query = item["query"]
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    raise UserError(f"{path.name}:{lineno}: expected {{\"query\": ...}}",
+                                    "one JSON object a line") from None
+                result = mem.search(query, item.get("limit", args.limit), mode=args.mode,
+                                    app=item.get("app"), since=_date(item.get("since")),
+                                    until=_date(item.get("until")))
+                print(json.dumps({"query": query, "hits": [h.as_json() for h in result.hits]}))
+            return 0
+        result = mem.search(args.query, args.limit, mode=args.mode, **_filters(args))
+        if args.json:
+            print(json.dumps([h.as_json() for h in result.hits], ensure_ascii=False))
+            return 0
+        if not result.hits:
+            print("Nothing found.")
+        for n, hit in enumerate(result.hits, 1):
+            _print_hit(n, hit)
+    return 0
+
+
+def _print_citations(answer) -> None:
+    if not answer.citations:
+        return
+    print("\nSources:")
+    for c in answer.citations:
+        when = datetime.fromtimestamp(c.time).astimezone().strftime("%Y-%m-%d %H:%M")
+        print(f"  [{c.n}] {when}  {' · '.join(p for p in (c.app, c.title) if p)}  "
+              f"(sources {', '.join(map(str, c.source_ids))})")
+
+
+def cmd_ask(args) -> int:
+    from mneme.core.assistant import Assistant
+
+    with _open(args, create=False) as mem:
+        llm = _load_llm(mem, args.model)
+        try:
+            _wait_index(mem)
+            assistant = Assistant(mem, llm, max_answer_tokens=mem.config["max_answer_tokens"])
+            stream = None if args.json else (lambda t: (sys.stdout.write(t), sys.stdout.flush()))
+            answer = assistant.ask(args.question, on_token=stream, **_filters(args))
+        finally:
+            llm.close()
+        if args.json:
+            print(json.dumps(answer.as_json(), ensure_ascii=False))
+        else:
+            print()
+            _print_citations(answer)
+    return 0
+
+
+def cmd_chat(args) -> int:
+    from mneme.core.assistant import Assistant
+
+    with _open(args) as mem:
+        llm = _load_llm(mem, args.model)
+        try:
+            assistant = Assistant(mem, llm, max_answer_tokens=mem.config["max_answer_tokens"])
+            print(f"Mneme — ask your memory ({mem.status()['sources']} items). Ctrl-D to leave.")
+            while True:
+                try:
+                    question = input("\nyou> ").strip()
+                except EOFError:
+                    print()
+                    return 0
+                if not question:
+                    continue
+                _wait_index(mem)
+                cancel = threading.Event()
+                sys.stdout.write("mneme> ")
+                try:
+                    answer = assistant.ask(question, cancel=cancel,
+                                           on_token=lambda t: (sys.stdout.write(t), sys.stdout.flush()))
+                except KeyboardInterrupt:
+                    cancel.set()
+                    print("\n(stopped)")
+                    continue
+                print()
+                _print_citations(answer)
+        finally:
+            llm.close()
+
+
+def cmd_status(args) -> int:
+    with _open(args, create=False, warm=False) as mem:
+        status = mem.status()
+    if args.json:
+        print(json.dumps(status))
+        return 0
+    print(f"Memory:   {status['home']} ({status['key_mode']} mode)")
+    print(f"Items:    {status['sources']} sources, {status['chunks']} text chunks, "
+          f"{status['embedded']} embedded ({status['embedder']})")
+    if status["first"]:
+        print(f"Covers:   {iso(status['first'])} … {iso(status['last'])}")
+    print(f"On disk:  {status['store_bytes'] / 1e6:.1f} MB (encrypted)")
+    return 0
+
+
+def cmd_forget(args) -> int:
+    filters = _filters(args)
+    if not any(v is not None for v in filters.values()):
+        raise UserError("forget needs --since, --until or --app", "e.g. mneme forget --app Slack")
+    with _open(args, create=False) as mem:
+        if not args.yes and sys.stdin.isatty():
+            if input("Delete these for good? [y/N] ").strip().lower() != "y":
+                print("Nothing deleted.")
+                return 1
+        _wait_index(mem)
+        n = mem.forget(**filters)
+    print(f"Forgot {n} text chunks (deleted from the store and the index).")
+    return 0
+
+
+def cmd_doctor(args) -> int:
+    with _open(args, create=False) as mem:
+        _wait_index(mem)
+        problems = mem.doctor(repair=not args.check)
+        if problems and not args.check:
+            remaining = mem.doctor(repair=False)
+            for p in problems:
+                print(f"repaired: {p}")
+            for p in remaining:
+                print(f"still wrong: {p}")
+            return 1 if remaining else 0
+    for p in problems:
+        print(f"problem: {p}")
+    if not problems:
+        print("Memory is consistent: store, keyword index and vector index agree.")
+    return 1 if problems else 0
+
+
+def cmd_unlock(args) -> int:
+    with _open(args, create=False, warm=False, embedder=False) as mem:
+        print(f"The key opens {mem.home} ({mem.meta.mode} mode).")
+    return 0
+
+
+def cmd_lock(args) -> int:
+    print("The command line holds no key between commands: the memory is locked whenever no "
+          "Mneme command or app is running.")
+    return 0
+
+
+def cmd_key(args) -> int:
+    with _open(args, create=False, warm=False, embedder=False) as mem:
+        mem.change_key_mode(args.mode, _prompt_new)
+        print(f"Re-encrypted {mem.home}; it now uses {args.mode} mode.")
+    return 0
+
+
+def cmd_config(args) -> int:
+    from mneme.core.config import SETTINGS, Config
+
+    layout = HomeLayout(resolve_home(args.home))
+    config = Config.load(layout.config)
+    if args.name and args.value is not None:
+        layout.create()
+        config.set_from_text(args.name, args.value)
+        config.save()
+    for s in SETTINGS:
+        if not args.name or s.name == args.name:
+            print(f"{s.name} = {json.dumps(config[s.name])}    # {s.description}")
+    return 0
+
+
+def cmd_setup_model(args) -> int:
+    from mneme.models.registry import default_model_path
+
+    print(default_model_path(progress=print))
+    return 0
+
+
+# -- parser -------------------------------------------------------------------------------------
+def _add_filters(p) -> None:
+    p.add_argument("--since", help="from this date/time (e.g. 2024-03-05)")
+    p.add_argument("--until", help="before this date/time")
+    p.add_argument("--app", help="only this app or conversation (e.g. Slack)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mneme", description="Your private, encrypted second memory.")
+    parser.add_argument("--home", help="memory folder (default: $MNEME_HOME or the platform's data dir)")
+    parser.add_argument("--verbose", action="store_true", help="debug logging (to the log file)")
+    parser.add_argument("--version", action="version", version=f"mneme {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("init", help="create an encrypted memory")
+    p.add_argument("--passphrase", action="store_true", help="derive the key from a passphrase "
+                   "instead of keeping it in the OS keyring")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("import", help="import into memory")
+    isub = p.add_subparsers(dest="what", metavar="WHAT", required=True)
+    c = isub.add_parser("chats", help="chat history: JSONL, ChatGPT conversations.json, WhatsApp .txt")
+    c.add_argument("file")
+    c.add_argument("--format", default="auto", choices=["auto", "jsonl", "chatgpt", "whatsapp"])
+    c.add_argument("--skip-bad", action="store_true", help="import the good part, list what was skipped")
+    c.set_defaults(func=cmd_import_chats)
+
+    p = sub.add_parser("search", help="search memory (keywords + meaning)")
+    p.add_argument("query", nargs="?")
+    p.add_argument("--limit", type=int, default=10)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--batch", help='JSONL file, one {"query": ...} a line; prints one result line each')
+    p.add_argument("--mode", default="hybrid", choices=["hybrid", "keyword", "vector"])
+    _add_filters(p)
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("ask", help="ask a question; answered on this machine, with citations")
+    p.add_argument("question")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--model", help="a GGUF model file to use instead of the default")
+    _add_filters(p)
+    p.set_defaults(func=cmd_ask)
+
+    p = sub.add_parser("chat", help="an interactive ask session")
+    p.add_argument("--model", help="a GGUF model file")
+    p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("status", help="what is in memory")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("forget", help="delete a time range or an app's items for good")
+    _add_filters(p)
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.set_defaults(func=cmd_forget)
+
+    p = sub.add_parser("doctor", help="check that store and indexes agree, and repair them")
+    p.add_argument("--check", action="store_true", help="only report, change nothing")
+    p.set_defaults(func=cmd_doctor)
+
+    sub.add_parser("unlock", help="check that the key opens the memory").set_defaults(func=cmd_unlock)
+    sub.add_parser("lock", help="lock the memory").set_defaults(func=cmd_lock)
+    p = sub.add_parser("key", help="change how the memory is locked (re-encrypts it)")
+    p.add_argument("mode", choices=["keyring", "passphrase"])
+    p.set_defaults(func=cmd_key)
+
+    p = sub.add_parser("config", help="show or change settings")
+    p.add_argument("name", nargs="?")
+    p.add_argument("value", nargs="?")
+    p.set_defaults(func=cmd_config)
+
+    sub.add_parser("setup-model", help="prepare the bundled default model").set_defaults(func=cmd_setup_model)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    from mneme.app import logs
+
+    logs.setup(HomeLayout(resolve_home(args.home)).logs, args.verbose)
+    try:
+        return args.func(args)
+    except UserError as exc:
+        print(f"mneme: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"  hint: {exc.hint}", file=sys.stderr)
+        return exc.exit_code if exc.exit_code != 1 else 2
+    except KeyboardInterrupt:
+        print("\nmneme: interrupted; nothing half-done was kept.", file=sys.stderr)
+        return 130
+    except Exception:
+        log.exception("unexpected error in %s", args.command)
+        print(f"mneme: unexpected error (a bug). Details are in {HomeLayout(resolve_home(args.home)).logs}"
+              "/mneme.log", file=sys.stderr)
+        return 70

@@ -1,0 +1,1 @@
+"""What flows into memory: screen capture, OCR, redaction and chat importers."""

@@ -1,0 +1,173 @@
+"""The master key: random and kept in the OS keyring, or derived from a passphrase (never stored).
+
+The home's ``mneme.json`` says which mode is in use and holds the KDF salt and parameters:
+nothing secret. ``MNEME_PASSPHRASE`` unlocks non-interactively.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from argon2.low_level import Type, hash_secret_raw
+
+from mneme.core.errors import LockedError, UserError
+from mneme.core.paths import private_file
+
+KEYRING_SERVICE = "mneme"
+FORMAT = 1
+# Argon2id, RFC 9106 "second recommended" profile scaled for a desktop unlock (~0.2 s here).
+DEFAULT_KDF = {"name": "argon2id", "time_cost": 3, "memory_kib": 65536, "parallelism": 1}
+
+PassphraseSource = Callable[[str], str]
+
+
+@dataclass
+class KeyMeta:
+    mode: str  # "keyring" | "passphrase"
+    keyring_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    salt: str = field(default_factory=lambda: secrets.token_hex(16))
+    kdf: dict = field(default_factory=lambda: dict(DEFAULT_KDF))
+
+    @classmethod
+    def load(cls, path: Path) -> "KeyMeta | None":
+        if not path.exists():
+            return None
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            if raw.get("format", 0) > FORMAT:
+                raise UserError(f"{path} was written by a newer Mneme", "update Mneme")
+            return cls(mode=raw["mode"], keyring_id=raw["keyring_id"], salt=raw["salt"], kdf=raw["kdf"])
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise UserError(f"{path} is damaged ({exc})",
+                            "restore it from a backup; without it the memory cannot be unlocked") from None
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"format": FORMAT, "mode": self.mode, "keyring_id": self.keyring_id,
+                                   "salt": self.salt, "kdf": self.kdf}, indent=2), encoding="utf-8")
+        private_file(tmp)
+        os.replace(tmp, path)
+
+
+def derive_key(passphrase: str, salt: bytes, kdf: dict) -> bytes:
+    if kdf.get("name") != "argon2id":
+        raise UserError(f"unknown key derivation {kdf.get('name')!r}", "update Mneme")
+    if not passphrase:
+        raise LockedError("an empty passphrase is not allowed", "choose a passphrase")
+    return hash_secret_raw(passphrase.encode("utf-8"), salt, time_cost=int(kdf["time_cost"]),
+                           memory_cost=int(kdf["memory_kib"]), parallelism=int(kdf["parallelism"]),
+                           hash_len=32, type=Type.ID)
+
+
+NO_KEYRING_HINT = ("no OS keyring is available here (no Secret Service / KWallet / Keychain). "
+                   "Use passphrase mode instead: `mneme init --passphrase`, or set MNEME_PASSPHRASE")
+
+
+INSECURE_BACKENDS = ("keyrings.alt", "keyring.backends.fail", "keyring.backends.null",
+                     "keyring.backends.chainer")
+
+
+def _keyring():
+    """The OS keyring backend to use, and keyring's error module.
+
+    Backends that keep secrets in a plain file next to the data (keyrings.alt) would defeat the
+    encryption, so they are only used when PYTHON_KEYRING_BACKEND names one explicitly (tests).
+    """
+    import keyring
+    import keyring.backend
+    import keyring.errors
+
+    if os.environ.get("PYTHON_KEYRING_BACKEND"):
+        return keyring.get_keyring(), keyring.errors
+    for backend in sorted(keyring.backend.get_all_keyring(), key=lambda b: b.priority, reverse=True):
+        if backend.priority > 0 and not type(backend).__module__.startswith(INSECURE_BACKENDS):
+            return backend, keyring.errors
+    return None, keyring.errors
+
+
+def keyring_available() -> bool:
+    return _keyring()[0] is not None
+
+
+def _keyring_get(meta: KeyMeta) -> bytes | None:
+    keyring, errors = _keyring()
+    try:
+        if keyring is None:
+            raise errors.NoKeyringError()
+        value = keyring.get_password(KEYRING_SERVICE, f"master-key:{meta.keyring_id}")
+    except errors.NoKeyringError:
+        raise LockedError("cannot read the master key: " + NO_KEYRING_HINT.split(". ")[0],
+                          NO_KEYRING_HINT.split(". ", 1)[1]) from None
+    except errors.KeyringError as exc:
+        raise LockedError(f"the OS keyring refused to give the master key ({exc})",
+                          "unlock your keyring (log in to the desktop session) and try again") from None
+    return bytes.fromhex(value) if value else None
+
+
+def _keyring_set(meta: KeyMeta, key: bytes) -> None:
+    keyring, errors = _keyring()
+    try:
+        if keyring is None:
+            raise errors.NoKeyringError()
+        keyring.set_password(KEYRING_SERVICE, f"master-key:{meta.keyring_id}", key.hex())
+    except errors.NoKeyringError:
+        raise UserError("cannot store a master key: " + NO_KEYRING_HINT.split(". ")[0],
+                        NO_KEYRING_HINT.split(". ", 1)[1]) from None
+    except errors.KeyringError as exc:
+        raise UserError(f"the OS keyring refused to store the master key ({exc})",
+                        "unlock your keyring, or use `mneme init --passphrase`") from None
+
+
+def keyring_delete(meta: KeyMeta) -> None:
+    keyring, errors = _keyring()
+    if keyring is None:
+        return
+    try:
+        keyring.delete_password(KEYRING_SERVICE, f"master-key:{meta.keyring_id}")
+    except errors.KeyringError:
+        pass
+
+
+def env_or_prompt(prompt: PassphraseSource | None) -> PassphraseSource:
+    """Passphrases come from MNEME_PASSPHRASE first, then from *prompt* (if any)."""
+
+    def get(question: str) -> str:
+        if os.environ.get("MNEME_PASSPHRASE"):
+            return os.environ["MNEME_PASSPHRASE"]
+        if prompt is None:
+            raise LockedError("the memory is locked with a passphrase and none was given",
+                              "set MNEME_PASSPHRASE or run interactively")
+        return prompt(question)
+
+    return get
+
+
+def create_key(meta_path: Path, mode: str, passphrase: PassphraseSource | None) -> tuple[KeyMeta, bytes]:
+    """Make the key for a new memory and record how to get it back."""
+    meta = KeyMeta(mode=mode)
+    if mode == "keyring":
+        key = secrets.token_bytes(32)
+        _keyring_set(meta, key)
+    elif mode == "passphrase":
+        key = derive_key(env_or_prompt(passphrase)("New passphrase: "), bytes.fromhex(meta.salt), meta.kdf)
+    else:
+        raise UserError(f"unknown key mode {mode!r}", "use 'keyring' or 'passphrase'")
+    meta.save(meta_path)
+    return meta, key
+
+
+def load_key(meta: KeyMeta, passphrase: PassphraseSource | None) -> bytes:
+    if meta.mode == "keyring":
+        key = _keyring_get(meta)
+        if key is None:
+            raise LockedError("the master key for this memory is not in the OS keyring",
+                              "it may have been created under another user or keyring; "
+                              "restore the keyring or import a vault into a new home")
+        return key
+    return derive_key(env_or_prompt(passphrase)("Passphrase: "), bytes.fromhex(meta.salt), meta.kdf)

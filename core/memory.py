@@ -1,0 +1,223 @@
+"""``Memory``: one unlocked home — store, index, embedder, settings — and what can be done with it.
+
+This is the stable Python API the CLI, the GUI, the local API and the tests call.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from mneme.core import keys
+from mneme.core.config import Config
+from mneme.core.embedding import Embedder
+from mneme.core.errors import UserError
+from mneme.core.index import Index
+from mneme.core.paths import HomeLayout, resolve_home
+from mneme.core.records import Message
+from mneme.core.retrieval import Retriever, SearchResult
+from mneme.core.store import Store
+
+log = logging.getLogger(__name__)
+EMBED_BATCH = 64
+Progress = Callable[[int, int], None]  # (done, total)
+
+
+class Memory:
+    def __init__(self, layout: HomeLayout, store: Store, meta: keys.KeyMeta, config: Config,
+                 embedder: Embedder | None):
+        self.layout = layout
+        self.home = layout.root
+        self.store = store
+        self.meta = meta
+        self.config = config
+        self.embedder = embedder
+        self.index = Index(embedder) if embedder is not None else None
+        self.retriever = Retriever(store, self.index, embedder)
+        self._warm_thread: threading.Thread | None = None
+        self._embed_lock = threading.Lock()
+        self._closed = threading.Event()
+
+    # -- life cycle -----------------------------------------------------------------------------
+    def warm(self, background: bool = True, catch_up: bool = True) -> None:
+        """Fill the in-memory index from stored vectors, then embed what has none yet."""
+        if self.index is None:
+            return
+
+        def run() -> None:
+            try:
+                self.index.total = self.store.counts(self.embedder.id)["embedded"]
+                for ids, vectors in self.store.iter_embeddings(self.embedder.id):
+                    if self._closed.is_set():
+                        return
+                    self.index.add(ids, vectors)
+                self.index.ready.set()
+                if catch_up:
+                    self.embed_pending()
+            except Exception:  # a failed warm-up leaves keyword search working
+                if not self._closed.is_set():
+                    log.exception("index warm-up failed")
+
+        if background:
+            self._warm_thread = threading.Thread(target=run, name="mneme-index-warm", daemon=True)
+            self._warm_thread.start()
+        else:
+            run()
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        return self.index is not None and self.index.ready.wait(timeout)
+
+    def close(self) -> None:
+        self._closed.set()
+        if self._warm_thread is not None:
+            self._warm_thread.join()
+        if self.index is not None:
+            self.index.close()
+        self.store.close()
+
+    def __enter__(self) -> "Memory":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- writing --------------------------------------------------------------------------------
+    def import_messages(self, messages: Sequence[Message], progress: Progress | None = None,
+                        kind: str = "chat") -> tuple[int, int]:
+        """All-or-nothing: every message is stored in one transaction, or none is."""
+        done = 0
+
+        def step(n: int) -> None:
+            nonlocal done
+            done += n
+            if progress:
+                progress(done, len(messages))
+
+        return self.store.add_messages(messages, kind=kind, progress=step)
+
+    def embed_pending(self, progress: Progress | None = None,
+                      cancel: threading.Event | None = None) -> int:
+        """Embed chunks that have no vector from this embedder yet; resumable at any point."""
+        if self.embedder is None:
+            return 0
+        with self._embed_lock:
+            counts = self.store.counts(self.embedder.id)
+            total, done = counts["chunks"] - counts["embedded"], 0
+            while not (cancel and cancel.is_set()) and not self._closed.is_set():
+                batch = self.store.chunks_without_embedding(self.embedder.id, EMBED_BATCH)
+                if not batch:
+                    break
+                vectors = self.embedder.embed([c.text for c in batch])
+                self.store.put_embeddings(self.embedder.id, [(c.id, v) for c, v in zip(batch, vectors)])
+                if self.index is not None:
+                    self.index.add([c.id for c in batch], vectors)
+                done += len(batch)
+                if progress:
+                    progress(done, max(total, done))
+            return done
+
+    def forget(self, since: float | None = None, until: float | None = None,
+               app: str | None = None, source_ids: Sequence[int] | None = None) -> int:
+        chunk_ids = self.store.forget(since, until, app, source_ids)
+        if self.index is not None:
+            self.index.delete(chunk_ids)
+        return len(chunk_ids)
+
+    # -- reading --------------------------------------------------------------------------------
+    def search(self, query: str, limit: int = 10, **kwargs) -> SearchResult:
+        return self.retriever.search(query, limit, **kwargs)
+
+    def status(self) -> dict:
+        counts = self.store.counts(self.embedder.id if self.embedder else "")
+        lo, hi = self.store.time_range()
+        size = sum(p.stat().st_size for p in self.home.glob("memory.db*") if p.is_file())
+        return {
+            "home": str(self.home), "key_mode": self.meta.mode, **counts,
+            "embedder": self.embedder.id if self.embedder else None,
+            "index": {"ready": bool(self.index and self.index.ready.is_set()),
+                      "vectors": self.index.count() if self.index else 0},
+            "first": lo, "last": hi, "store_bytes": size,
+            "migrations": self.store.migrations(),
+        }
+
+    def doctor(self, repair: bool = False) -> list[str]:
+        """What disagrees between store and index; with *repair*, make them agree."""
+        problems = self.store.check()
+        if repair and any(p.startswith(("keyword index", "text chunks")) for p in problems):
+            self.store.rebuild_fts()
+        if self.embedder is None or self.index is None:
+            return problems
+        self.wait_ready()
+        stored = {cid for ids, _ in self.store.iter_embeddings(self.embedder.id) for cid in ids}
+        indexed = self.index.ids()
+        missing, extra = stored - indexed, indexed - stored
+        foreign = self.store.counts(self.embedder.id)
+        pending = foreign["chunks"] - foreign["embedded"]
+        if missing:
+            problems.append(f"{len(missing)} stored vectors are missing from the index")
+        if extra:
+            problems.append(f"{len(extra)} index entries have no stored vector (forgotten data)")
+        if pending:
+            problems.append(f"{pending} text chunks have no vector from {self.embedder.id} yet")
+        if repair:
+            self.index.delete(sorted(extra))
+            for ids, vectors in self.store.iter_embeddings(self.embedder.id):
+                keep = [i for i, cid in enumerate(ids) if cid in missing]
+                if keep:
+                    self.index.add([ids[i] for i in keep], vectors[keep])
+            self.store.drop_foreign_embeddings(self.embedder.id)
+            self.embed_pending()
+        return problems
+
+    def change_key_mode(self, mode: str, passphrase: keys.PassphraseSource | None) -> None:
+        """Re-encrypt the store under a new key (keyring <-> passphrase, or a new passphrase)."""
+        old = self.meta
+        new_meta = keys.KeyMeta(mode=mode)
+        if mode == "keyring":
+            key = os.urandom(32)
+            keys._keyring_set(new_meta, key)
+        else:
+            key = keys.derive_key(passphrase("New passphrase: "), bytes.fromhex(new_meta.salt), new_meta.kdf)
+        self.store.rekey(key)
+        new_meta.save(self.layout.meta)
+        self.meta = new_meta
+        if old.mode == "keyring":
+            keys.keyring_delete(old)
+
+
+def home_exists(home: str | os.PathLike[str] | None = None) -> bool:
+    layout = HomeLayout(resolve_home(home))
+    return layout.meta.exists() and layout.db.exists()
+
+
+def open_memory(home: str | os.PathLike[str] | None = None, *, embedder: Embedder | None = None,
+                passphrase: keys.PassphraseSource | None = None, create: bool = True,
+                key_mode: str | None = None, warm: bool = True) -> Memory:
+    """Unlock (or create) the memory in *home*. Keyword search works at once; with *warm* the
+    vector index fills in the background (``Memory.wait_ready``)."""
+    layout = HomeLayout(resolve_home(home))
+    meta = keys.KeyMeta.load(layout.meta)
+    if meta is None and layout.db.exists():
+        raise UserError(f"{layout.meta} is missing, so the memory in {layout.root} cannot be unlocked",
+                        "restore mneme.json from a backup")
+    if meta is None:
+        if not create:
+            raise UserError(f"there is no memory in {layout.root} yet",
+                            "run `mneme init` (or any import) to create one")
+        layout.create()
+        mode = key_mode or ("passphrase" if os.environ.get("MNEME_PASSPHRASE") else "keyring")
+        meta, key = keys.create_key(layout.meta, mode, passphrase)
+    else:
+        if key_mode and key_mode != meta.mode:
+            raise UserError(f"this memory uses {meta.mode} mode, not {key_mode}",
+                            f"switch with `mneme key {key_mode}`")
+        key = keys.load_key(meta, passphrase)
+    config = Config.load(layout.config)
+    store = Store(layout.db, key)
+    memory = Memory(layout, store, meta, config, embedder)
+    if warm:
+        memory.warm(background=True)
+    return memory

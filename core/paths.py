@@ -1,0 +1,58 @@
+"""Where Mneme keeps things: ``--home DIR`` > ``MNEME_HOME`` > the platform's data dir.
+
+Folders are created 0700 and files 0600: the memory is one person's.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import platformdirs
+
+APP = "mneme"
+
+
+def resolve_home(home: str | os.PathLike[str] | None = None) -> Path:
+    if home:
+        path = Path(home)
+    elif os.environ.get("MNEME_HOME"):
+        path = Path(os.environ["MNEME_HOME"])
+    else:
+        path = Path(platformdirs.user_data_dir(APP, appauthor=False))
+    return path.expanduser().resolve()
+
+
+def ensure_private_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)
+    return path
+
+
+def private_file(path: Path) -> None:
+    """Tighten a file we created to owner-only."""
+    if path.exists():
+        os.chmod(path, 0o600)
+
+
+def models_dir() -> Path:
+    """Model files (not memory): shared by every home of this user."""
+    env = os.environ.get("MNEME_MODELS_DIR")
+    base = Path(env) if env else Path(platformdirs.user_cache_dir(APP, appauthor=False)) / "models"
+    return ensure_private_dir(base.expanduser())
+
+
+class HomeLayout:
+    """The files inside one home."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.db = root / "memory.db"
+        self.meta = root / "mneme.json"
+        self.config = root / "config.json"
+        self.logs = root / "logs"
+
+    def create(self) -> "HomeLayout":
+        ensure_private_dir(self.root)
+        ensure_private_dir(self.logs)
+        return self

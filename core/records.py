@@ -1,0 +1,64 @@
+"""Small records passed between the store, retrieval and callers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class Message:
+    """One chat message on its way in. ``time`` is a UTC epoch."""
+
+    external_id: str
+    conversation: str
+    time: float
+    speaker: str
+    text: str
+    title: str = ""
+    app: str = "chat"
+
+
+@dataclass(frozen=True)
+class Source:
+    id: int
+    kind: str
+    external_id: str
+    time: float
+    app: str
+    conversation: str
+    title: str
+    speaker: str
+
+
+@dataclass(frozen=True)
+class Chunk:
+    id: int
+    source_id: int
+    text: str
+
+
+@dataclass
+class Hit:
+    chunk_id: int
+    source_ids: list[int]
+    kind: str
+    time: float
+    app: str
+    title: str
+    text: str
+    score: float
+    conversation: str = ""
+    speaker: str = ""
+    ranks: dict[str, int] = field(default_factory=dict)
+
+    def as_json(self) -> dict:
+        return {"chunk_id": self.chunk_id, "source_ids": self.source_ids, "kind": self.kind,
+                "time": iso(self.time), "app": self.app, "title": self.title, "text": self.text,
+                "score": round(self.score, 6)}

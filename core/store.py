@@ -1,0 +1,396 @@
+"""The encrypted store: one SQLCipher file, the source of truth for everything Mneme remembers.
+
+All SQL lives here. Each write is one transaction, so a crash or ``kill -9`` at any moment leaves
+either all of an operation or none of it. ``secure_delete`` zeroes what is forgotten.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time as _time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import sqlcipher3
+
+from mneme.core.errors import LockedError, UserError
+from mneme.core.paths import private_file
+from mneme.core.records import Chunk, Hit, Message, Source
+
+CHUNK_CHARS = 800
+
+MIGRATIONS: list[tuple[str, str]] = [
+    ("m001_initial", """
+    CREATE TABLE sources (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,                 -- chat | frame | note | assistant
+        external_id TEXT NOT NULL,
+        time REAL NOT NULL,                 -- UTC epoch seconds
+        app TEXT NOT NULL DEFAULT '',
+        conversation TEXT NOT NULL DEFAULT '',
+        title TEXT NOT NULL DEFAULT '',
+        speaker TEXT NOT NULL DEFAULT '',
+        UNIQUE (kind, external_id)
+    );
+    CREATE INDEX sources_time ON sources(time);
+    CREATE INDEX sources_app ON sources(app);
+    CREATE TABLE chunks (
+        id INTEGER PRIMARY KEY,
+        source_id INTEGER NOT NULL REFERENCES sources(id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        text TEXT NOT NULL
+    );
+    CREATE INDEX chunks_source ON chunks(source_id);
+    CREATE VIRTUAL TABLE chunks_fts USING fts5(
+        text, content='chunks', content_rowid='id', tokenize='unicode61 remove_diacritics 2');
+    CREATE TRIGGER chunks_ai AFTER INSERT ON chunks BEGIN
+        INSERT INTO chunks_fts(rowid, text) VALUES (new.id, new.text);
+    END;
+    CREATE TRIGGER chunks_ad AFTER DELETE ON chunks BEGIN
+        INSERT INTO chunks_fts(chunks_fts, rowid, text) VALUES ('delete', old.id, old.text);
+    END;
+    CREATE TABLE embeddings (
+        chunk_id INTEGER PRIMARY KEY REFERENCES chunks(id) ON DELETE CASCADE,
+        embedder TEXT NOT NULL,
+        vector BLOB NOT NULL
+    );
+    CREATE INDEX embeddings_embedder ON embeddings(embedder);
+    """),
+]
+
+FTS_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def split_text(text: str, size: int = CHUNK_CHARS) -> list[str]:
+    """Cut long text at whitespace into pieces of about *size* characters."""
+    text = text.strip()
+    if len(text) <= size:
+        return [text] if text else []
+    pieces, start = [], 0
+    while start < len(text):
+        end = min(len(text), start + size)
+        if end < len(text):
+            cut = text.rfind(" ", start + size // 2, end)
+            end = cut if cut > start else end
+        pieces.append(text[start:end].strip())
+        start = end
+    return [p for p in pieces if p]
+
+
+def fts_query(text: str) -> str:
+    """A user's words as an FTS5 OR-query of quoted terms (no syntax can leak through)."""
+    words = [w for w in FTS_WORD.findall(text.lower()) if len(w) > 1 or w.isdigit()]
+    return " OR ".join(f'"{w}"' for w in dict.fromkeys(words))
+
+
+class Store:
+    """One open, unlocked SQLCipher database. Thread-safe: calls are serialised."""
+
+    def __init__(self, path: Path, key: bytes):
+        self.path = path
+        self._lock = threading.RLock()
+        new = not path.exists()
+        self._db = sqlcipher3.connect(str(path), check_same_thread=False, isolation_level=None)
+        try:
+            self._db.execute("PRAGMA cipher_log_level = NONE")
+            self._db.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
+            self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlcipher3.DatabaseError:
+            self._db.close()
+            raise LockedError(f"cannot unlock the memory at {path}: the key is wrong",
+                              "check the passphrase (or MNEME_PASSPHRASE); nothing was changed") from None
+        for pragma in ("secure_delete = ON", "foreign_keys = ON", "journal_mode = WAL",
+                       "synchronous = NORMAL", "temp_store = MEMORY", "cipher_memory_security = ON"):
+            self._db.execute(f"PRAGMA {pragma}")
+        if new:
+            private_file(path)
+        self._migrate()
+
+    # -- plumbing -------------------------------------------------------------------------------
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                self._db.close()
+                self._db = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlcipher3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _q(self, sql: str, args: Sequence = ()) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    def _migrate(self) -> None:
+        with self.transaction() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
+                       "(name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
+            done = {r[0] for r in db.execute("SELECT name FROM schema_migrations")}
+        for name, sql in MIGRATIONS:
+            if name in done:
+                continue
+            with self.transaction() as db:
+                for statement in _statements(sql):
+                    db.execute(statement)
+                db.execute("INSERT INTO schema_migrations VALUES (?, ?)", (name, _time.time()))
+        known = {n for n, _ in MIGRATIONS}
+        if done - known:
+            raise UserError(f"the memory at {self.path} was written by a newer Mneme "
+                            f"({', '.join(sorted(done - known))})", "update Mneme to open it")
+
+    def migrations(self) -> list[str]:
+        return [r[0] for r in self._q("SELECT name FROM schema_migrations ORDER BY name")]
+
+    def rekey(self, key: bytes) -> None:
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode = DELETE")
+            self._db.execute(f"PRAGMA rekey = \"x'{key.hex()}'\"")
+            self._db.execute("PRAGMA journal_mode = WAL")
+
+    # -- writing --------------------------------------------------------------------------------
+    def add_messages(self, messages: Iterable[Message], kind: str = "chat",
+                     progress: Callable[[int], None] | None = None) -> tuple[int, int]:
+        """Add messages in one transaction; ones already stored (same kind and id) are skipped.
+
+        Returns (added, skipped).
+        """
+        added = skipped = i = 0
+        with self.transaction() as db:
+            for i, m in enumerate(messages, 1):
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO sources(kind, external_id, time, app, conversation, title,"
+                    " speaker) VALUES (?,?,?,?,?,?,?)",
+                    (kind, m.external_id, m.time, m.app, m.conversation, m.title, m.speaker))
+                if cur.rowcount == 0:
+                    skipped += 1
+                else:
+                    added += 1
+                    db.executemany("INSERT INTO chunks(source_id, seq, text) VALUES (?,?,?)",
+                                   [(cur.lastrowid, n, t) for n, t in enumerate(split_text(m.text))])
+                if progress and i % 500 == 0:
+                    progress(500)
+            if progress and i % 500:
+                progress(i % 500)
+        return added, skipped
+
+    def put_embeddings(self, embedder: str, items: Sequence[tuple[int, np.ndarray]]) -> None:
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO embeddings(chunk_id, embedder, vector) "
+                "SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM chunks WHERE id = ?)",
+                [(cid, embedder, np.asarray(v, dtype=np.float32).tobytes(), cid) for cid, v in items])
+
+    def forget(self, since: float | None = None, until: float | None = None,
+               app: str | None = None, source_ids: Sequence[int] | None = None) -> list[int]:
+        """Delete matching sources with their chunks and vectors. Returns the deleted chunk ids."""
+        where, args = _source_filter(since, until, app)
+        if source_ids is not None:
+            where.append(f"s.id IN ({','.join('?' * len(source_ids))})")
+            args.extend(source_ids)
+        if not where:
+            raise UserError("forget needs --since, --until or --app", "to forget everything, "
+                            "give a range that covers it, e.g. --since 1970-01-01")
+        cond = " AND ".join(where)
+        with self.transaction() as db:
+            chunk_ids = [r[0] for r in db.execute(
+                f"SELECT c.id FROM chunks c JOIN sources s ON s.id = c.source_id WHERE {cond}", args)]
+            db.execute(f"DELETE FROM sources WHERE id IN (SELECT s.id FROM sources s WHERE {cond})", args)
+            # Deleted FTS terms linger in old segments until they are merged: rewrite them now.
+            db.execute("INSERT INTO chunks_fts(chunks_fts) VALUES ('optimize')")
+        with self._lock:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return chunk_ids
+
+    # -- reading --------------------------------------------------------------------------------
+    def keyword_search(self, query: str, limit: int, since: float | None = None,
+                       until: float | None = None, app: str | None = None,
+                       kinds: Sequence[str] | None = None) -> list[tuple[int, float]]:
+        """(chunk_id, bm25) best first; bm25 is lower-is-better as FTS5 gives it."""
+        match = fts_query(query)
+        if not match:
+            return []
+        where, args = _source_filter(since, until, app, kinds)
+        cond = (" AND " + " AND ".join(where)) if where else ""
+        return [(r[0], r[1]) for r in self._q(
+            "SELECT c.id, bm25(chunks_fts) AS rank FROM chunks_fts "
+            "JOIN chunks c ON c.id = chunks_fts.rowid JOIN sources s ON s.id = c.source_id "
+            f"WHERE chunks_fts MATCH ?{cond} ORDER BY rank LIMIT ?", [match, *args, limit])]
+
+    def recent(self, limit: int, since: float | None = None, until: float | None = None,
+               app: str | None = None, kinds: Sequence[str] | None = None) -> list[tuple[int, float]]:
+        where, args = _source_filter(since, until, app, kinds)
+        cond = ("WHERE " + " AND ".join(where)) if where else ""
+        return [(r[0], r[1]) for r in self._q(
+            f"SELECT c.id, s.time FROM chunks c JOIN sources s ON s.id = c.source_id {cond} "
+            "ORDER BY s.time DESC, c.id DESC LIMIT ?", [*args, limit])]
+
+    def embeddings_where(self, embedder: str, limit: int, since: float | None = None,
+                         until: float | None = None, app: str | None = None,
+                         kinds: Sequence[str] | None = None) -> tuple[list[int], np.ndarray]:
+        where, args = _source_filter(since, until, app, kinds)
+        cond = (" AND " + " AND ".join(where)) if where else ""
+        rows = self._q("SELECT e.chunk_id, e.vector FROM embeddings e JOIN chunks c ON c.id = e.chunk_id "
+                       f"JOIN sources s ON s.id = c.source_id WHERE e.embedder = ?{cond} LIMIT ?",
+                       [embedder, *args, limit])
+        if not rows:
+            return [], np.zeros((0, 0), dtype=np.float32)
+        return [r[0] for r in rows], np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+
+    def filter_chunks(self, chunk_ids: Sequence[int], since: float | None = None,
+                      until: float | None = None, app: str | None = None,
+                      kinds: Sequence[str] | None = None) -> set[int]:
+        if not chunk_ids:
+            return set()
+        where, args = _source_filter(since, until, app, kinds)
+        cond = (" AND " + " AND ".join(where)) if where else ""
+        marks = ",".join("?" * len(chunk_ids))
+        return {r[0] for r in self._q(
+            f"SELECT c.id FROM chunks c JOIN sources s ON s.id = c.source_id "
+            f"WHERE c.id IN ({marks}){cond}", [*chunk_ids, *args])}
+
+    def hits(self, scored: Sequence[tuple[int, float]]) -> list[Hit]:
+        if not scored:
+            return []
+        marks = ",".join("?" * len(scored))
+        rows = {r[0]: r for r in self._q(
+            "SELECT c.id, c.source_id, s.kind, s.time, s.app, s.title, c.text, s.conversation, "
+            f"s.speaker FROM chunks c JOIN sources s ON s.id = c.source_id WHERE c.id IN ({marks})",
+            [cid for cid, _ in scored])}
+        out = []
+        for cid, score in scored:
+            r = rows.get(cid)
+            if r:
+                out.append(Hit(chunk_id=r[0], source_ids=[r[1]], kind=r[2], time=r[3], app=r[4],
+                               title=r[5] or r[7], text=r[6], score=score, conversation=r[7],
+                               speaker=r[8]))
+        return out
+
+    def neighbours(self, source_id: int, before: int = 1, after: int = 1) -> list[Source]:
+        """Messages around a source in the same conversation, in time order (for context)."""
+        (conv, t, kind), = self._q("SELECT conversation, time, kind FROM sources WHERE id = ?",
+                                   (source_id,)) or [("", 0.0, "")]
+        if not conv:
+            return []
+        cols = "id, kind, external_id, time, app, conversation, title, speaker"
+        prev = self._q(f"SELECT {cols} FROM sources WHERE conversation = ? AND kind = ? AND "
+                       "(time < ? OR (time = ? AND id < ?)) ORDER BY time DESC, id DESC LIMIT ?",
+                       (conv, kind, t, t, source_id, before))
+        nxt = self._q(f"SELECT {cols} FROM sources WHERE conversation = ? AND kind = ? AND "
+                      "(time > ? OR (time = ? AND id > ?)) ORDER BY time, id LIMIT ?",
+                      (conv, kind, t, t, source_id, after))
+        return [Source(*r) for r in [*reversed(prev), *nxt]]
+
+    def source_text(self, source_id: int) -> str:
+        return " ".join(r[0] for r in self._q(
+            "SELECT text FROM chunks WHERE source_id = ? ORDER BY seq", (source_id,)))
+
+    def source(self, source_id: int) -> Source | None:
+        rows = self._q("SELECT id, kind, external_id, time, app, conversation, title, speaker "
+                       "FROM sources WHERE id = ?", (source_id,))
+        return Source(*rows[0]) if rows else None
+
+    def chunks_without_embedding(self, embedder: str, limit: int) -> list[Chunk]:
+        return [Chunk(*r) for r in self._q(
+            "SELECT c.id, c.source_id, c.text FROM chunks c LEFT JOIN embeddings e "
+            "ON e.chunk_id = c.id AND e.embedder = ? WHERE e.chunk_id IS NULL ORDER BY c.id LIMIT ?",
+            (embedder, limit))]
+
+    def iter_embeddings(self, embedder: str, batch: int = 5000) -> Iterator[tuple[list[int], np.ndarray]]:
+        last = 0
+        while True:
+            rows = self._q("SELECT chunk_id, vector FROM embeddings WHERE embedder = ? AND chunk_id > ?"
+                           " ORDER BY chunk_id LIMIT ?", (embedder, last, batch))
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield [r[0] for r in rows], np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+
+    def embedding(self, chunk_id: int) -> np.ndarray | None:
+        rows = self._q("SELECT vector FROM embeddings WHERE chunk_id = ?", (chunk_id,))
+        return np.frombuffer(rows[0][0], dtype=np.float32) if rows else None
+
+    def drop_foreign_embeddings(self, embedder: str) -> int:
+        with self.transaction() as db:
+            return db.execute("DELETE FROM embeddings WHERE embedder != ?", (embedder,)).rowcount
+
+    def apps(self) -> list[str]:
+        """Names a query can filter by: apps, conversations and their first word ("Slack")."""
+        names = {r[0] for r in self._q("SELECT DISTINCT app FROM sources WHERE app != '' UNION "
+                                       "SELECT DISTINCT conversation FROM sources WHERE conversation != ''")}
+        names |= {re.split(r"[\s:#/]", n, maxsplit=1)[0] for n in names}
+        return sorted(n for n in names if len(n) > 1)
+
+    def counts(self, embedder: str) -> dict[str, int]:
+        (sources, chunks, embedded), = self._q(
+            "SELECT (SELECT count(*) FROM sources), (SELECT count(*) FROM chunks), "
+            "(SELECT count(*) FROM embeddings WHERE embedder = ?)", (embedder,))
+        by_kind = dict(self._q("SELECT kind, count(*) FROM sources GROUP BY kind"))
+        return {"sources": sources, "chunks": chunks, "embedded": embedded, **{
+            f"sources_{k}": v for k, v in by_kind.items()}}
+
+    def time_range(self) -> tuple[float | None, float | None]:
+        (lo, hi), = self._q("SELECT min(time), max(time) FROM sources")
+        return lo, hi
+
+    def check(self) -> list[str]:
+        """Problems the database itself can see (integrity, FTS agreement, orphans)."""
+        problems = []
+        result = self._q("PRAGMA integrity_check")
+        if result != [("ok",)]:
+            problems.append("integrity: " + "; ".join(r[0] for r in result[:5]))
+        try:
+            self._q("INSERT INTO chunks_fts(chunks_fts, rank) VALUES ('integrity-check', 1)")
+        except sqlcipher3.DatabaseError as exc:
+            problems.append(f"keyword index: {exc}")
+        (orphans,), = self._q("SELECT count(*) FROM chunks WHERE source_id NOT IN (SELECT id FROM sources)")
+        if orphans:
+            problems.append(f"{orphans} text chunks have no source")
+        return problems
+
+    def rebuild_fts(self) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT INTO chunks_fts(chunks_fts) VALUES ('rebuild')")
+            db.execute("DELETE FROM chunks WHERE source_id NOT IN (SELECT id FROM sources)")
+
+
+def _source_filter(since: float | None, until: float | None, app: str | None,
+                   kinds: Sequence[str] | None = None) -> tuple[list[str], list]:
+    where, args = [], []
+    if since is not None:
+        where.append("s.time >= ?")
+        args.append(since)
+    if until is not None:
+        where.append("s.time < ?")
+        args.append(until)
+    if app:
+        where.append("(lower(s.app) = lower(?) OR lower(s.conversation) LIKE lower(?) || '%')")
+        args.extend([app, app.replace("%", "").replace("_", "")])
+    if kinds:
+        where.append(f"s.kind IN ({','.join('?' * len(kinds))})")
+        args.extend(kinds)
+    return where, args
+
+
+def _statements(sql: str) -> list[str]:
+    """Split a migration into statements (triggers keep their inner semicolons)."""
+    out, buf = [], []
+    for line in sql.strip().splitlines():
+        buf.append(line)
+        joined = "\n".join(buf).strip()
+        if joined.endswith(";") and sqlcipher3.complete_statement(joined):
+            out.append(joined)
+            buf = []
+    if "\n".join(buf).strip():
+        out.append("\n".join(buf))
+    return out

@@ -405,7 +405,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from mneme.app import logs
 
-    logs.setup(HomeLayout(resolve_home(args.home)).logs, args.verbose)
+    if args.func not in (cmd_setup_model, cmd_config, cmd_lock):  # these touch no memory
+        logs.setup(HomeLayout(resolve_home(args.home)).logs, args.verbose)
     try:
         return args.func(args)
     except UserError as exc:

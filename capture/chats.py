@@ -194,13 +194,14 @@ def parse_whatsapp(path: Path, skip_bad: bool = False) -> Parsed:
 
 def detect(path: Path) -> str:
     suffix = path.suffix.lower()
-    head = path.open("rb").read(4096).decode("utf-8", "replace").lstrip("\ufeff \r\n\t")
+    with path.open("rb") as f:
+        head = f.read(4096).decode("utf-8", "replace").lstrip("\ufeff \r\n\t")
     if suffix == ".jsonl" or (head.startswith("{") and suffix != ".json"):
         return "jsonl"
+    if any(WA_LINE.match(line) for line in head.splitlines()[:5]):
+        return "whatsapp"
     if head.startswith("["):
         return "chatgpt"
-    if suffix == ".txt" and any(WA_LINE.match(line) for line in head.splitlines()[:5]):
-        return "whatsapp"
     raise BadInputError(f"{path}: cannot tell which chat format this is",
                         "pass --format jsonl, chatgpt or whatsapp")
 

@@ -79,12 +79,12 @@ def _keyring():
     Backends that keep secrets in a plain file next to the data (keyrings.alt) would defeat the
     encryption, so they are only used when PYTHON_KEYRING_BACKEND names one explicitly (tests).
     """
-    import keyring
     import keyring.backend
+    import keyring.core
     import keyring.errors
 
     if os.environ.get("PYTHON_KEYRING_BACKEND"):
-        return keyring.get_keyring(), keyring.errors
+        return keyring.core.load_keyring(os.environ["PYTHON_KEYRING_BACKEND"]), keyring.errors
     for backend in sorted(keyring.backend.get_all_keyring(), key=lambda b: b.priority, reverse=True):
         if backend.priority > 0 and not type(backend).__module__.startswith(INSECURE_BACKENDS):
             return backend, keyring.errors

@@ -70,6 +70,13 @@ class Memory:
     def wait_ready(self, timeout: float | None = None) -> bool:
         return self.index is not None and self.index.ready.wait(timeout)
 
+    def wait_caught_up(self, timeout: float | None = None) -> bool:
+        """Wait for warm-up and catch-up embedding to finish."""
+        if self._warm_thread is not None:
+            self._warm_thread.join(timeout)
+            return not self._warm_thread.is_alive()
+        return True
+
     def close(self) -> None:
         self._closed.set()
         if self._warm_thread is not None:

@@ -244,7 +244,14 @@ def cmd_status(args) -> int:
           f"{status['embedded']} embedded ({status['embedder']})")
     if status["first"]:
         print(f"Covers:   {iso(status['first'])} … {iso(status['last'])}")
-    print(f"On disk:  {status['store_bytes'] / 1e6:.1f} MB (encrypted)")
+    print(f"On disk:  {status['store_bytes'] / 1e6:.1f} MB (encrypted); screen frames: "
+          f"{status['frames']} using {status['frame_bytes'] / 1e6:.1f} MB "
+          f"(kept {status['retention']['days'] or 'forever'} days / {status['retention']['gb'] or 'no'} GB)")
+    from mneme.core.pause import PauseState
+
+    until = PauseState(mem.home).paused_until()
+    print("Capture:  " + ("running when started" if until is None else "paused" + (
+        f" until {datetime.fromtimestamp(until):%H:%M}" if until != float("inf") else "")))
     return 0
 
 
@@ -312,6 +319,69 @@ def cmd_config(args) -> int:
     for s in SETTINGS:
         if not args.name or s.name == args.name:
             print(f"{s.name} = {json.dumps(config[s.name])}    # {s.description}")
+    return 0
+
+
+def cmd_capture(args) -> int:
+    from mneme.capture import ocr
+    from mneme.capture.pipeline import CapturePipeline
+    from mneme.capture.screen import Screen
+    from mneme.capture.window import desktop, session_warning
+
+    if ocr.available() is None:
+        raise UserError("tesseract is not installed, so screen text cannot be read",
+                        "install it: sudo apt-get install tesseract-ocr (or run `make run`)")
+    if warning := session_warning():
+        print(f"note: {warning}", file=sys.stderr)
+    try:
+        desk = desktop()
+    except Exception as exc:  # no display, no X server
+        raise UserError(f"cannot reach the display ({exc})", "run inside a desktop session "
+                        "(DISPLAY must be set)") from None
+    with _open(args) as mem:
+        pipeline = CapturePipeline(mem, desk, Screen, interval=args.interval)
+        mem.apply_retention()
+        if args.once:
+            pipeline.tick()
+            pipeline.drain()
+            mem.embed_pending()
+        else:
+            stop = threading.Event()
+            print(f"Capturing every {pipeline.interval:g} s into {mem.home}. Ctrl-C stops.", file=sys.stderr)
+            runner = threading.Thread(target=pipeline.run, args=(stop,), name="mneme-capture")
+            runner.start()
+            try:
+                while runner.is_alive():
+                    runner.join(0.5)
+            except KeyboardInterrupt:
+                print("\nstopping: finishing queued frames…", file=sys.stderr)
+                stop.set()
+                runner.join()
+        mem.wait_caught_up()
+    stats = pipeline.stats.as_json()
+    print(json.dumps(stats) if args.json else
+          f"Stored {stats['frames_stored']} frames ({stats['unchanged']} unchanged skipped, "
+          f"{stats['deferred']} deferred, skipped: {stats['skipped'] or 'none'}).")
+    return 0
+
+
+def cmd_pause(args) -> int:
+    from mneme.core.pause import PauseState, parse_duration
+
+    home = resolve_home(args.home)
+    if not home.exists():
+        raise UserError(f"there is no memory in {home} yet", "run `mneme init` first")
+    until = PauseState(home).pause(parse_duration(args.duration) if args.duration else None)
+    print("Capture paused" + (f" until {datetime.fromtimestamp(until):%H:%M}." if until != float("inf")
+                              else " until `mneme resume`."))
+    return 0
+
+
+def cmd_resume(args) -> int:
+    from mneme.core.pause import PauseState
+
+    PauseState(resolve_home(args.home)).resume()
+    print("Capture resumed.")
     return 0
 
 
@@ -392,6 +462,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?")
     p.add_argument("value", nargs="?")
     p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("capture", help="capture the screen into memory until stopped (Ctrl-C)")
+    p.add_argument("--once", action="store_true", help="one pass over every monitor, then exit")
+    p.add_argument("--interval", type=float, help="seconds between captures (default: setting)")
+    p.add_argument("--json", action="store_true", help="print the capture statistics as JSON")
+    p.set_defaults(func=cmd_capture)
+    p = sub.add_parser("pause", help="pause capture, for a while (15m, 1h) or until resume")
+    p.add_argument("duration", nargs="?")
+    p.set_defaults(func=cmd_pause)
+    sub.add_parser("resume", help="resume capture").set_defaults(func=cmd_resume)
 
     sub.add_parser("setup-model", help="prepare the bundled default model").set_defaults(func=cmd_setup_model)
     return parser

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from mneme.core.embedding import Embedder
 from mneme.core.errors import UserError
 from mneme.core.index import Index
 from mneme.core.paths import HomeLayout, resolve_home
-from mneme.core.records import Message
+from mneme.core.records import FrameIn, Message
 from mneme.core.retrieval import Retriever, SearchResult
 from mneme.core.store import Store
 
@@ -126,6 +127,20 @@ class Memory:
                     progress(done, max(total, done))
             return done
 
+    def add_frame(self, frame: FrameIn) -> int | None:
+        """Store a captured frame; it is keyword-searchable at once and embedded right after."""
+        sid = self.store.add_frame(frame)
+        if sid is not None and self.index is not None and self.index.ready.is_set():
+            self.embed_pending()
+        return sid
+
+    def apply_retention(self, now: float | None = None) -> int:
+        """Delete frames past the retention days or size budget (whichever bites first)."""
+        days, gb = self.config["retention_days"], self.config["retention_gb"]
+        older = (now or time.time()) - days * 86400 if days else None
+        doomed = self.store.oldest_frames(older, int(gb * 1e9) if gb else None)
+        return self.forget(source_ids=doomed) if doomed else 0
+
     def forget(self, since: float | None = None, until: float | None = None,
                app: str | None = None, source_ids: Sequence[int] | None = None) -> int:
         chunk_ids = self.store.forget(since, until, app, source_ids)
@@ -148,6 +163,8 @@ class Memory:
                       "vectors": self.index.count() if self.index else 0},
             "first": lo, "last": hi, "store_bytes": size,
             "migrations": self.store.migrations(),
+            "frames": self.store.frame_usage()[0], "frame_bytes": self.store.frame_usage()[1],
+            "retention": {"days": self.config["retention_days"], "gb": self.config["retention_gb"]},
         }
 
     def doctor(self, repair: bool = False) -> list[str]:

@@ -62,3 +62,20 @@ class Hit:
         return {"chunk_id": self.chunk_id, "source_ids": self.source_ids, "kind": self.kind,
                 "time": iso(self.time), "app": self.app, "title": self.title, "text": self.text,
                 "score": round(self.score, 6)}
+
+
+@dataclass(frozen=True)
+class FrameIn:
+    """A captured, OCR'd, redacted frame on its way into the store."""
+
+    external_id: str
+    time: float
+    monitor: int
+    app: str
+    title: str
+    width: int
+    height: int
+    image: bytes
+    thumb: bytes
+    text: str
+    words_json: str

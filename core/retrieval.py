@@ -17,7 +17,9 @@ from mneme.core.records import Hit
 from mneme.core.store import Store
 from mneme.core.timefilter import ParsedQuery, parse_query
 
-RRF_K = 60
+# Reciprocal-rank constant. 60 is the paper's; a smaller k trusts each retriever's top ranks more,
+# which suits short personal messages (see BENCHMARKS.md for the side-by-side figures).
+RRF_K = 10
 EXACT_VECTOR_LIMIT = 50_000  # filtered sets up to this size are scored exactly, not by ANN
 
 
@@ -45,6 +47,7 @@ class Retriever:
         self.store = store
         self.index = index
         self.embedder = embedder
+        self.rrf_k = RRF_K
 
     def vector_ready(self) -> bool:
         return self.index is not None and self.embedder is not None and self.index.ready.is_set()
@@ -67,7 +70,7 @@ class Retriever:
             rankings["keyword"] = [cid for cid, _ in self.store.keyword_search(text, depth, **filters)]
         if mode in ("hybrid", "vector") and self.vector_ready():
             rankings["vector"] = self._vector(text, depth, filters)
-        fused = rrf(rankings)[:limit]
+        fused = rrf(rankings, self.rrf_k)[:limit]
         hits = self.store.hits([(cid, score) for cid, score, _ in fused])
         for hit, (_, _, ranks) in zip(hits, fused):
             hit.ranks = ranks

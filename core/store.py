@@ -18,7 +18,7 @@ import sqlcipher3
 
 from mneme.core.errors import LockedError, UserError
 from mneme.core.paths import private_file
-from mneme.core.records import Chunk, Hit, Message, Source
+from mneme.core.records import Chunk, FrameIn, Hit, Message, Source
 
 CHUNK_CHARS = 800
 
@@ -59,9 +59,26 @@ MIGRATIONS: list[tuple[str, str]] = [
     );
     CREATE INDEX embeddings_embedder ON embeddings(embedder);
     """),
+    ("m002_frames", """
+    CREATE TABLE frames (
+        source_id INTEGER PRIMARY KEY REFERENCES sources(id) ON DELETE CASCADE,
+        monitor INTEGER NOT NULL,
+        width INTEGER NOT NULL,
+        height INTEGER NOT NULL,
+        image BLOB NOT NULL,                -- WebP, encrypted with the rest of the database
+        thumb BLOB NOT NULL,
+        words TEXT NOT NULL DEFAULT '[]',   -- JSON [[text, left, top, width, height], ...]
+        bytes INTEGER NOT NULL
+    );
+    """),
 ]
 
 FTS_WORD = re.compile(r"\w+", re.UNICODE)
+# Question words and glue that match everything and so rank nothing (English; others pass through).
+STOPWORDS = frozenset("""a about after all am an and any are as at be been before but by can can't
+could did do does doing don't for from had has have how i i'm if in into is it it's its just me my
+now of on or our should so than that the their them then there these they this to too us was we
+were what when where which who whom whose why will with would you your""".split())
 
 
 def split_text(text: str, size: int = CHUNK_CHARS) -> list[str]:
@@ -83,7 +100,8 @@ def split_text(text: str, size: int = CHUNK_CHARS) -> list[str]:
 def fts_query(text: str) -> str:
     """A user's words as an FTS5 OR-query of quoted terms (no syntax can leak through)."""
     words = [w for w in FTS_WORD.findall(text.lower()) if len(w) > 1 or w.isdigit()]
-    return " OR ".join(f'"{w}"' for w in dict.fromkeys(words))
+    content = [w for w in words if w not in STOPWORDS] or words
+    return " OR ".join(f'"{w}"' for w in dict.fromkeys(content))
 
 
 class Store:
@@ -92,6 +110,7 @@ class Store:
     def __init__(self, path: Path, key: bytes):
         self.path = path
         self._lock = threading.RLock()
+        self._apps: tuple[int, list[str]] | None = None
         new = not path.exists()
         self._db = sqlcipher3.connect(str(path), check_same_thread=False, isolation_level=None)
         try:
@@ -184,6 +203,62 @@ class Store:
                 progress(i % 500)
         return added, skipped
 
+    def add_frame(self, frame: FrameIn) -> int | None:
+        """Store one captured frame with its text; returns its source id (None if already stored)."""
+        with self.transaction() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO sources(kind, external_id, time, app, conversation, title, speaker)"
+                " VALUES ('frame', ?, ?, ?, '', ?, '')",
+                (frame.external_id, frame.time, frame.app, frame.title))
+            if cur.rowcount == 0:
+                return None
+            sid = cur.lastrowid
+            db.executemany("INSERT INTO chunks(source_id, seq, text) VALUES (?,?,?)",
+                           [(sid, n, t) for n, t in enumerate(split_text(frame.text))])
+            db.execute("INSERT INTO frames VALUES (?,?,?,?,?,?,?,?)",
+                       (sid, frame.monitor, frame.width, frame.height, frame.image, frame.thumb,
+                        frame.words_json, len(frame.image) + len(frame.thumb)))
+            return sid
+
+    def frame(self, source_id: int) -> dict | None:
+        rows = self._q("SELECT f.source_id, f.monitor, f.width, f.height, f.image, f.thumb, f.words, "
+                       "s.time, s.app, s.title FROM frames f JOIN sources s ON s.id = f.source_id "
+                       "WHERE f.source_id = ?", (source_id,))
+        if not rows:
+            return None
+        keys = ("source_id", "monitor", "width", "height", "image", "thumb", "words", "time", "app", "title")
+        return dict(zip(keys, rows[0]))
+
+    def frames_between(self, since: float, until: float) -> list[tuple[int, float, str, str]]:
+        return self._q("SELECT s.id, s.time, s.app, s.title FROM sources s WHERE s.kind = 'frame' "
+                       "AND s.time >= ? AND s.time < ? ORDER BY s.time", (since, until))
+
+    def frame_usage(self) -> tuple[int, int]:
+        (count, total), = self._q("SELECT count(*), coalesce(sum(bytes), 0) FROM frames")
+        return count, total
+
+    def oldest_frames(self, older_than: float | None, over_bytes: int | None) -> list[int]:
+        """Frame source ids to delete: older than a time, then oldest first until under a size."""
+        doomed = []
+        if older_than is not None:
+            doomed = [r[0] for r in self._q("SELECT s.id FROM sources s WHERE s.kind = 'frame' AND s.time < ?",
+                                            (older_than,))]
+        if over_bytes is not None:
+            _, total = self.frame_usage()
+            total -= sum(r[0] for r in self._q(
+                f"SELECT bytes FROM frames WHERE source_id IN ({','.join('?' * len(doomed))})", doomed)) \
+                if doomed else 0
+            if total > over_bytes:
+                gone = set(doomed)
+                for sid, size in self._q("SELECT f.source_id, f.bytes FROM frames f JOIN sources s "
+                                         "ON s.id = f.source_id ORDER BY s.time"):
+                    if total <= over_bytes:
+                        break
+                    if sid not in gone:
+                        doomed.append(sid)
+                        total -= size
+        return doomed
+
     def put_embeddings(self, embedder: str, items: Sequence[tuple[int, np.ndarray]]) -> None:
         with self.transaction() as db:
             db.executemany(
@@ -221,7 +296,11 @@ class Store:
         if not match:
             return []
         where, args = _source_filter(since, until, app, kinds)
-        cond = (" AND " + " AND ".join(where)) if where else ""
+        if not where:  # FTS5 alone can stop after the best *limit* rows
+            return [(r[0], r[1]) for r in self._q(
+                "SELECT rowid, rank FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY rank LIMIT ?",
+                (match, limit))]
+        cond = " AND " + " AND ".join(where)
         return [(r[0], r[1]) for r in self._q(
             "SELECT c.id, bm25(chunks_fts) AS rank FROM chunks_fts "
             "JOIN chunks c ON c.id = chunks_fts.rowid JOIN sources s ON s.id = c.source_id "
@@ -325,11 +404,18 @@ class Store:
             return db.execute("DELETE FROM embeddings WHERE embedder != ?", (embedder,)).rowcount
 
     def apps(self) -> list[str]:
-        """Names a query can filter by: apps, conversations and their first word ("Slack")."""
+        """Names a query can filter by: apps, conversations and their first word ("Slack").
+        Cached until the next write (total_changes moves)."""
+        with self._lock:
+            stamp = self._db.total_changes
+            if self._apps is not None and self._apps[0] == stamp:
+                return self._apps[1]
         names = {r[0] for r in self._q("SELECT DISTINCT app FROM sources WHERE app != '' UNION "
                                        "SELECT DISTINCT conversation FROM sources WHERE conversation != ''")}
         names |= {re.split(r"[\s:#/]", n, maxsplit=1)[0] for n in names}
-        return sorted(n for n in names if len(n) > 1)
+        result = sorted(n for n in names if len(n) > 1)
+        self._apps = (stamp, result)
+        return result
 
     def counts(self, embedder: str) -> dict[str, int]:
         (sources, chunks, embedded), = self._q(

@@ -21,6 +21,7 @@ from mneme.core.paths import private_file
 from mneme.core.records import Chunk, FrameIn, Hit, Message, Source
 
 CHUNK_CHARS = 800
+BIG_MATCH = 5000  # keyword matches past which all-terms documents are ranked first
 
 MIGRATIONS: list[tuple[str, str]] = [
     ("m001_initial", """
@@ -111,6 +112,7 @@ class Store:
         self.path = path
         self._lock = threading.RLock()
         self._apps: tuple[int, list[str]] | None = None
+        self._vocab = False
         new = not path.exists()
         self._db = sqlcipher3.connect(str(path), check_same_thread=False, isolation_level=None)
         try:
@@ -122,7 +124,7 @@ class Store:
             raise LockedError(f"cannot unlock the memory at {path}: the key is wrong",
                               "check the passphrase (or MNEME_PASSPHRASE); nothing was changed") from None
         for pragma in ("secure_delete = ON", "foreign_keys = ON", "journal_mode = WAL",
-                       "synchronous = NORMAL", "temp_store = MEMORY", "cipher_memory_security = ON"):
+                       "synchronous = NORMAL", "temp_store = MEMORY", "cache_size = -65536", "cipher_memory_security = ON"):
             self._db.execute(f"PRAGMA {pragma}")
         if new:
             private_file(path)
@@ -292,13 +294,20 @@ class Store:
                        until: float | None = None, app: str | None = None,
                        kinds: Sequence[str] | None = None) -> list[tuple[int, float]]:
         """(chunk_id, bm25) best first; bm25 is lower-is-better as FTS5 gives it."""
-        match = fts_query(query)
+        match, matches = self._selective(fts_query(query))
         if not match:
             return []
         where, args = _source_filter(since, until, app, kinds)
-        if not where:  # FTS5 alone can stop after the best *limit* rows
+        if not where:
+            if matches > BIG_MATCH and " OR " in match:
+                # BM25 scores every match; when there are many, the documents holding all the
+                # terms are the best ones anyway: rank those first, fall back to any-term.
+                best = self._q("SELECT rowid, bm25(chunks_fts) AS r FROM chunks_fts WHERE chunks_fts MATCH ? "
+                               "ORDER BY bm25(chunks_fts) LIMIT ?", (match.replace(" OR ", " AND "), limit))
+                if len(best) >= limit:
+                    return [(r[0], r[1]) for r in best]
             return [(r[0], r[1]) for r in self._q(
-                "SELECT rowid, rank FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY rank LIMIT ?",
+                "SELECT rowid, bm25(chunks_fts) AS r FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY r LIMIT ?",
                 (match, limit))]
         cond = " AND " + " AND ".join(where)
         return [(r[0], r[1]) for r in self._q(
@@ -325,6 +334,26 @@ class Store:
         if not rows:
             return [], np.zeros((0, 0), dtype=np.float32)
         return [r[0] for r in rows], np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+
+    def _selective(self, match: str, max_share: float = 0.05) -> tuple[str, int]:
+        """When a query would match many chunks, drop terms found in more than *max_share* of them
+        while rarer ones remain: they add almost nothing to BM25 (IDF near zero) but cost a score
+        for every match. Returns the query and its estimated number of matches."""
+        terms = match.split(" OR ") if match else []
+        if len(terms) < 2:
+            return match, 0
+        with self._lock:
+            if not self._vocab:
+                self._db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.chunks_vocab "
+                                 "USING fts5vocab(main, chunks_fts, 'row')")
+                self._vocab = True
+            total = self._db.execute("SELECT max(rowid) FROM chunks").fetchone()[0] or 0
+            df = {t: (self._db.execute("SELECT doc FROM temp.chunks_vocab WHERE term = ?",
+                                       (t.strip('"'),)).fetchone() or (0,))[0] for t in terms}
+        if sum(df.values()) <= BIG_MATCH:  # cheap anyway: keep every term
+            return match, sum(df.values())
+        keep = [t for t in terms if df[t] <= max_share * total] or [min(terms, key=df.get)]
+        return " OR ".join(keep), sum(df[t] for t in keep)
 
     def filter_chunks(self, chunk_ids: Sequence[int], since: float | None = None,
                       until: float | None = None, app: str | None = None,

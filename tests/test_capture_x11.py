@@ -1,0 +1,177 @@
+"""Capture on a real X server (Xvfb + openbox): real windows, mss, EWMH, tesseract."""
+
+import io
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.x11
+HELPER = ROOT / "tests" / "helpers" / "show_window.py"
+
+
+@pytest.fixture(scope="session")
+def xserver():
+    if not shutil.which("Xvfb") or not shutil.which("openbox"):
+        pytest.fail("Xvfb and openbox are needed: run `make test` (it installs them) or "
+                    "apt-get install xvfb openbox")
+    display = f":{70 + os.getpid() % 200}"
+    xvfb = subprocess.Popen(["Xvfb", display, "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    old = os.environ.get("DISPLAY")
+    os.environ["DISPLAY"] = display
+    for _ in range(50):
+        if subprocess.run(["xdpyinfo"], capture_output=True).returncode == 0:
+            break
+        time.sleep(0.1)
+    wm = subprocess.Popen(["openbox"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    yield display
+    wm.terminate()
+    xvfb.terminate()
+    wm.wait()
+    xvfb.wait()
+    if old is None:
+        os.environ.pop("DISPLAY", None)
+    else:
+        os.environ["DISPLAY"] = old
+
+
+@pytest.fixture
+def windows(xserver):
+    procs = []
+
+    def show(title, text, theme="light", geometry="40,40,900,500", wm_class=None):
+        args = [sys.executable, str(HELPER), title, theme, geometry] + ([wm_class] if wm_class else [])
+        env = {**os.environ, "QT_QPA_PLATFORM": "xcb"}
+        proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        proc.stdin.write(text)
+        proc.stdin.close()
+        assert proc.stdout.readline().strip() == "shown"
+        procs.append(proc)
+        time.sleep(0.3)
+        return proc
+
+    yield show
+    for proc in procs:
+        proc.terminate()
+        proc.wait()
+        proc.stdout.close()
+    time.sleep(0.2)
+
+
+@pytest.fixture
+def pipeline(open_mem, real_embedder):
+    from mneme.capture.pipeline import CapturePipeline
+    from mneme.capture.screen import Screen
+    from mneme.capture.window import X11Desktop
+
+    mem = open_mem(embedder=real_embedder)
+    desk = X11Desktop()
+    pipe = CapturePipeline(mem, desk, Screen, idle_after=0)
+    yield pipe
+    if pipe._screen is not None:
+        pipe._screen.close()
+    desk.close()
+
+
+def capture(pipe):
+    queued = pipe.tick()
+    pipe.drain()
+    return queued
+
+
+def stored_text(mem):
+    return "\n".join(mem.store.source_text(sid) for sid, *_ in mem.store.frames_between(0, 2e10))
+
+
+def stored_pixels_text(mem):
+    """OCR of the stored (decoded) images themselves."""
+    from PIL import Image
+
+    from mneme.capture import ocr
+
+    texts = []
+    for sid, *_ in mem.store.frames_between(0, 2e10):
+        img = np.asarray(Image.open(io.BytesIO(mem.store.frame(sid)["image"])).convert("RGB"))
+        texts.append(ocr.to_text(ocr.read(img)))
+    return "\n".join(texts)
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_window_text_becomes_searchable_with_app_title_time(pipeline, windows, theme):
+    windows(f"Budget notes - {theme}", "Quarterly budget for Zanzibar shipping\nmeeting with Oluwaseun on Friday",
+            theme=theme, wm_class="texteditor")
+    before = time.time()
+    assert capture(pipeline) == 1
+    hits = pipeline.memory.search("Zanzibar shipping budget").hits
+    assert hits and hits[0].kind == "frame"
+    assert hits[0].app == "texteditor" and hits[0].title == f"Budget notes - {theme}"
+    assert before - 5 <= hits[0].time <= time.time()
+    assert "Oluwaseun" in hits[0].text
+    pipeline.memory.wait_caught_up()
+    assert pipeline.memory.search("Zanzibar shipping budget", mode="vector").hits[0].kind == "frame"
+
+
+def test_unchanged_screen_adds_no_frames(pipeline, windows):
+    windows("Static", "nothing moves here")
+    assert capture(pipeline) == 1
+    assert capture(pipeline) == 0 and capture(pipeline) == 0
+    assert pipeline.stats.unchanged == 2 and pipeline.memory.store.frame_usage()[0] == 1
+
+
+def test_excluded_and_private_windows_never_reach_storage(pipeline, windows):
+    windows("Work notes", "visible harmless text about gardening", geometry="20,20,600,300")
+    windows("Passwords.kdbx", "keepass entry marmalade", geometry="640,20,600,300", wm_class="keepassxc")
+    windows("Secret stuff - Mozilla Firefox Private Browsing", "incognito page pomegranate",
+            geometry="20,420,600,300")
+    assert capture(pipeline) == 1
+    text = stored_text(pipeline.memory)
+    assert "gardening" in text
+    assert "marmalade" not in text and "pomegranate" not in text
+    pixels = stored_pixels_text(pipeline.memory)
+    assert "gardening" in pixels and "marmalade" not in pixels and "pomegranate" not in pixels
+    assert pipeline.stats.masked >= 2
+
+
+def test_card_number_and_api_key_on_screen_are_never_stored(pipeline, windows):
+    windows("Checkout", "Card number 4111 1111 1111 1111\nAPI key AKIAIOSFODNN7EXAMPLE\nOrder for Wanjiru")
+    assert capture(pipeline) == 1
+    text = stored_text(pipeline.memory)
+    assert "Wanjiru" in text
+    assert "4111" not in text and "AKIAIOSFODNN7EXAMPLE" not in text
+    assert "[redacted card number]" in text and "[redacted aws key]" in text
+    pixels = stored_pixels_text(pipeline.memory)
+    assert "4111" not in pixels and "AKIA" not in pixels
+    frame = pipeline.memory.store.frame(pipeline.memory.store.frames_between(0, 2e10)[0][0])
+    assert "4111" not in frame["words"] and "AKIA" not in frame["words"]
+
+
+def test_pause_and_lock_stop_capture(pipeline, windows):
+    windows("Diary", "dear diary about pelicans")
+    pipeline.pause.pause(None)
+    assert capture(pipeline) == 0
+    pipeline.pause.resume()
+    subprocess.run(["xset", "s", "activate"], check=True)
+    try:
+        assert capture(pipeline) == 0
+    finally:
+        subprocess.run(["xset", "s", "reset"], check=True)
+    assert dict(pipeline.stats.skipped) == {"paused": 1, "locked": 1}
+    assert pipeline.memory.store.frame_usage()[0] == 0
+    assert capture(pipeline) == 1
+
+
+def test_cli_capture_once(xserver, windows):
+    from tests.conftest import run_cli
+
+    windows("Terminal notes", "remember the heron sighting")
+    out = run_cli("capture", "--once", "--json", env={"MNEME_PASSPHRASE": "p"}).stdout
+    assert '"frames_stored": 1' in out
+    assert "heron" in run_cli("search", "heron sighting", env={"MNEME_PASSPHRASE": "p"}).stdout

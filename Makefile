@@ -26,6 +26,7 @@ test: system venv model
 
 bench: system venv model
 	$(PY) tests/bench/run.py $(BENCH_ARGS)
+	$(PY) tests/bench/capture_bench.py --minutes $(or $(CAPTURE_MINUTES),10)
 
 system:
 	@bash packaging/system-deps.sh

@@ -58,7 +58,12 @@ class Stats:
         return {"ticks": self.ticks, "frames_queued": self.frames_queued,
                 "frames_stored": self.frames_stored, "unchanged": self.unchanged,
                 "deferred": self.deferred, "skipped": dict(self.skipped), "masked": self.masked,
-                "redacted": dict(self.redacted)}
+                "redacted": dict(self.redacted),
+                "latency_p50": _pct(self.latencies, 50), "latency_p95": _pct(self.latencies, 95)}
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 3) if values else None
 
 
 def encode_webp(rgb: np.ndarray, width: int, quality: int) -> bytes:

@@ -112,6 +112,9 @@ class Store:
         self.path = path
         self._lock = threading.RLock()
         self._apps: tuple[int, list[str]] | None = None
+        self._key = key
+        self._bulk = None  # a second connection for long reads (index warm-up), so they never
+        self._bulk_lock = threading.Lock()  # hold up searches and writes (WAL allows both)
         self._vocab = False
         new = not path.exists()
         self._db = sqlcipher3.connect(str(path), check_same_thread=False, isolation_level=None)
@@ -131,7 +134,20 @@ class Store:
         self._migrate()
 
     # -- plumbing -------------------------------------------------------------------------------
+    def _bulk_read(self, sql: str, args: Sequence = ()) -> list[tuple]:
+        with self._bulk_lock:
+            if self._bulk is None:
+                self._bulk = sqlcipher3.connect(str(self.path), check_same_thread=False)
+                self._bulk.execute("PRAGMA cipher_log_level = NONE")
+                self._bulk.execute(f"PRAGMA key = \"x'{self._key.hex()}'\"")
+                self._bulk.execute("PRAGMA temp_store = MEMORY")
+            return self._bulk.execute(sql, args).fetchall()
+
     def close(self) -> None:
+        with self._bulk_lock:
+            if self._bulk is not None:
+                self._bulk.close()
+                self._bulk = None
         with self._lock:
             if self._db is not None:
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -417,8 +433,8 @@ class Store:
     def iter_embeddings(self, embedder: str, batch: int = 5000) -> Iterator[tuple[list[int], np.ndarray]]:
         last = 0
         while True:
-            rows = self._q("SELECT chunk_id, vector FROM embeddings WHERE embedder = ? AND chunk_id > ?"
-                           " ORDER BY chunk_id LIMIT ?", (embedder, last, batch))
+            rows = self._bulk_read("SELECT chunk_id, vector FROM embeddings WHERE embedder = ? AND "
+                                   "chunk_id > ? ORDER BY chunk_id LIMIT ?", (embedder, last, batch))
             if not rows:
                 return
             last = rows[-1][0]

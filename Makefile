@@ -21,7 +21,6 @@ run: system venv model
 	$(VENV)/bin/mneme chat
 
 test: system venv model
-	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: system venv model

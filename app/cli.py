@@ -322,6 +322,43 @@ def cmd_config(args) -> int:
     return 0
 
 
+def _vault_passphrase(new: bool) -> str:
+    if os.environ.get("MNEME_VAULT_PASSPHRASE"):
+        return os.environ["MNEME_VAULT_PASSPHRASE"]
+    if not sys.stdin.isatty():
+        raise UserError("a vault passphrase is needed and there is no terminal to ask on",
+                        "set MNEME_VAULT_PASSPHRASE")
+    first = getpass.getpass("Vault passphrase: ")
+    if new and getpass.getpass("Repeat vault passphrase: ") != first:
+        raise UserError("the two passphrases differ", "run the command again")
+    return first
+
+
+def cmd_export(args) -> int:
+    from mneme.core.vault import export_vault
+
+    passphrase = _vault_passphrase(new=True)
+    with _open(args, create=False, warm=False, embedder=False) as mem:
+        bar = _progress("exporting", total=mem.store.counts("")["sources"], unit="item")
+        info = export_vault(mem, args.file, passphrase, progress=lambda d, t: bar.update(d - bar.n))
+        bar.close()
+    print(f"Wrote {info['sources']} items to {args.file} ({info['bytes'] / 1e6:.1f} MB, encrypted).")
+    return 0
+
+
+def cmd_import_vault(args) -> int:
+    from mneme.core.vault import import_vault
+
+    passphrase = _vault_passphrase(new=False)
+    with _open(args) as mem:
+        bar = _progress("importing vault", total=Path(args.file).stat().st_size if Path(args.file).exists()
+                        else None, unit="B")
+        info = import_vault(mem, args.file, passphrase, progress=lambda d, t: bar.update(d - bar.n))
+        bar.close()
+    print(f"Imported {info['added']} items from {args.file}; {info['duplicates']} were already in memory.")
+    return 0
+
+
 def cmd_capture(args) -> int:
     from mneme.capture import ocr
     from mneme.capture.pipeline import CapturePipeline
@@ -418,6 +455,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--format", default="auto", choices=["auto", "jsonl", "chatgpt", "whatsapp"])
     c.add_argument("--skip-bad", action="store_true", help="import the good part, list what was skipped")
     c.set_defaults(func=cmd_import_chats)
+
+    c = isub.add_parser("vault", help="a vault made by `mneme export` (restores or merges)")
+    c.add_argument("file")
+    c.set_defaults(func=cmd_import_vault)
+
+    p = sub.add_parser("export", help="write the whole memory to one encrypted vault file")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("search", help="search memory (keywords + meaning)")
     p.add_argument("query", nargs="?")

@@ -277,6 +277,68 @@ class Store:
                         total -= size
         return doomed
 
+    # -- vault -----------------------------------------------------------------------------------
+    def export_batches(self, batch: int) -> Iterator[list[tuple[dict, list[str], list, dict | None]]]:
+        """Every source with its chunk texts, vectors and frame, in id order, a batch at a time."""
+        last = 0
+        cols = ("id", "kind", "external_id", "time", "app", "conversation", "title", "speaker")
+        while True:
+            sources = self._bulk_read(f"SELECT {', '.join(cols)} FROM sources WHERE id > ? ORDER BY id LIMIT ?",
+                                      (last, batch))
+            if not sources:
+                return
+            last = sources[-1][0]
+            ids = [r[0] for r in sources]
+            marks = ",".join("?" * len(ids))
+            chunks: dict[int, list] = {}
+            for sid, text, vec, emb in self._bulk_read(
+                    "SELECT c.source_id, c.text, e.vector, e.embedder FROM chunks c LEFT JOIN embeddings e "
+                    f"ON e.chunk_id = c.id WHERE c.source_id IN ({marks}) ORDER BY c.source_id, c.seq", ids):
+                chunks.setdefault(sid, []).append((text, vec, emb))
+            frames = {r[0]: dict(zip(("source_id", "monitor", "width", "height", "image", "thumb", "words"), r))
+                      for r in self._bulk_read("SELECT source_id, monitor, width, height, image, thumb, words "
+                                               f"FROM frames WHERE source_id IN ({marks})", ids)}
+            out = []
+            for row in sources:
+                src = dict(zip(cols, row))
+                parts = chunks.get(row[0], [])
+                src["embedder"] = next((e for _, _, e in parts if e), "")
+                out.append((src, [t for t, _, _ in parts],
+                            [v if e == src["embedder"] else None for _, v, e in parts], frames.get(row[0])))
+            yield out
+
+    @staticmethod
+    def import_source(db, meta: dict, vectors: bytes, keep_id: bool) -> int | None:
+        """Insert one vaulted source inside the caller's transaction; None if already present."""
+        values = (meta["kind"], meta["external_id"], float(meta["time"]), meta["app"], meta["conversation"],
+                  meta["title"], meta["speaker"])
+        if keep_id:
+            cur = db.execute("INSERT OR IGNORE INTO sources(id, kind, external_id, time, app, conversation,"
+                             " title, speaker) VALUES (?,?,?,?,?,?,?,?)", (int(meta["id"]), *values))
+        else:
+            cur = db.execute("INSERT OR IGNORE INTO sources(kind, external_id, time, app, conversation,"
+                             " title, speaker) VALUES (?,?,?,?,?,?,?)", values)
+        if cur.rowcount == 0:
+            return None
+        sid = int(meta["id"]) if keep_id else cur.lastrowid
+        flags, dim = meta["vectors"], 0
+        if any(flags):
+            dim = len(vectors) // 4 // sum(1 for f in flags if f)
+        pos = 0
+        for seq, text in enumerate(meta["chunks"]):
+            cid = db.execute("INSERT INTO chunks(source_id, seq, text) VALUES (?,?,?)", (sid, seq, str(text))).lastrowid
+            if seq < len(flags) and flags[seq]:
+                db.execute("INSERT INTO embeddings(chunk_id, embedder, vector) VALUES (?,?,?)",
+                           (cid, meta["embedder"], vectors[pos:pos + dim * 4]))
+                pos += dim * 4
+        return sid
+
+    @staticmethod
+    def import_frame(db, source_id: int, meta: dict, image: bytes, thumb: bytes) -> None:
+        db.execute("INSERT OR IGNORE INTO frames VALUES (?,?,?,?,?,?,?,?)",
+                   (source_id, int(meta["monitor"]), int(meta["width"]), int(meta["height"]), image, thumb,
+                    str(meta["words"]), len(image) + len(thumb)))
+
     def put_embeddings(self, embedder: str, items: Sequence[tuple[int, np.ndarray]]) -> None:
         with self.transaction() as db:
             db.executemany(

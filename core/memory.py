@@ -198,6 +198,7 @@ class Memory:
 
     def change_key_mode(self, mode: str, passphrase: keys.PassphraseSource | None) -> None:
         """Re-encrypt the store under a new key (keyring <-> passphrase, or a new passphrase)."""
+        self.wait_caught_up()  # no warm-up reads may run while the file is re-encrypted
         old = self.meta
         new_meta = keys.KeyMeta(mode=mode)
         if mode == "keyring":

@@ -144,10 +144,7 @@ class Store:
             return self._bulk.execute(sql, args).fetchall()
 
     def close(self) -> None:
-        with self._bulk_lock:
-            if self._bulk is not None:
-                self._bulk.close()
-                self._bulk = None
+        self._close_bulk()
         with self._lock:
             if self._db is not None:
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -189,7 +186,15 @@ class Store:
     def migrations(self) -> list[str]:
         return [r[0] for r in self._q("SELECT name FROM schema_migrations ORDER BY name")]
 
+    def _close_bulk(self) -> None:
+        with self._bulk_lock:
+            if self._bulk is not None:
+                self._bulk.close()
+                self._bulk = None
+
     def rekey(self, key: bytes) -> None:
+        self._close_bulk()  # its key is about to go stale, and it would block the journal switch
+        self._key = key
         with self._lock:
             self._db.execute("PRAGMA journal_mode = DELETE")
             self._db.execute(f"PRAGMA rekey = \"x'{key.hex()}'\"")

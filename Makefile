@@ -16,9 +16,10 @@ else
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF
 endif
 
-.PHONY: run test bench system venv model clean lint
+.PHONY: run test bench system venv model clean screenshots
 run: system venv model
-	$(VENV)/bin/mneme chat
+	@if [ -n "$$DISPLAY$$WAYLAND_DISPLAY" ]; then $(VENV)/bin/mneme app; else \
+	  echo "No display: starting the terminal session (mneme chat)."; $(VENV)/bin/mneme chat; fi
 
 test: system venv model
 	$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
@@ -26,6 +27,9 @@ test: system venv model
 bench: system venv model
 	$(PY) tests/bench/run.py $(BENCH_ARGS)
 	$(PY) tests/bench/capture_bench.py --minutes $(or $(CAPTURE_MINUTES),10)
+
+screenshots: system venv model
+	$(PY) -m pytest -p no:cacheprovider tests/test_gui_x11.py -k screenshots
 
 system:
 	@bash packaging/system-deps.sh

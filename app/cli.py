@@ -422,6 +422,15 @@ def cmd_resume(args) -> int:
     return 0
 
 
+def cmd_app(args) -> int:
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise UserError("there is no display to show the app on", "use `mneme chat` in a terminal, "
+                        "or start Mneme from your desktop session")
+    from mneme.app.main import run
+
+    return run(args.home)
+
+
 def cmd_setup_model(args) -> int:
     from mneme.models.registry import default_model_path
 
@@ -518,6 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_pause)
     sub.add_parser("resume", help="resume capture").set_defaults(func=cmd_resume)
 
+    sub.add_parser("app", help="the desktop app (tray, recall hotkey, capture)").set_defaults(func=cmd_app)
     sub.add_parser("setup-model", help="prepare the bundled default model").set_defaults(func=cmd_setup_model)
     return parser
 
@@ -526,8 +536,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
-        parser.print_help()
-        return 0
+        if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
+            args.func, args.command = cmd_app, "app"
+        else:
+            parser.print_help()
+            return 0
     from mneme.app import logs
 
     if args.func not in (cmd_setup_model, cmd_config, cmd_lock):  # these touch no memory

@@ -40,6 +40,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Apps whose windows are never captured (case-insensitive)."),
     Setting("excluded_titles", list, [r"(?i)private browsing", r"(?i)incognito", r"(?i)inprivate"],
             "Window-title patterns (regular expressions) that are never captured."),
+    Setting("capture_consent", bool, False, "The user agreed to screen capture (asked on first run)."),
+    Setting("lock_idle_minutes", int, 15, "Lock the app after this long idle (passphrase mode); 0 = never.", 0),
     Setting("hotkey", str, "<ctrl>+<alt>+<space>", "Global shortcut that opens the recall overlay."),
 )
 BY_NAME = {s.name: s for s in SETTINGS}

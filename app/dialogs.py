@@ -1,0 +1,129 @@
+"""Dialogs: errors with "Copy details", passphrase unlock, first-run onboarding."""
+
+from __future__ import annotations
+
+import logging
+
+from mneme.app.qt import (QApplication, QCheckBox, QDialog, QDialogButtonBox, QLabel, QLineEdit,
+                          QMessageBox, QRadioButton, QVBoxLayout)
+from mneme.core.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def show_error(parent, exc: BaseException, details: str = "") -> QMessageBox:
+    """A UserError is shown as what it says; anything else as a bug, with details to copy."""
+    box = QMessageBox(parent)
+    box.setIcon(QMessageBox.Warning)
+    box.setWindowTitle("Mneme")
+    if isinstance(exc, UserError):
+        box.setText(exc.message)
+        box.setInformativeText(exc.hint)
+    else:
+        box.setText("Something went wrong inside Mneme. Your memory is safe; nothing was lost.")
+        box.setInformativeText("The details are in the log. Copy them to report the problem.")
+    details = details or f"{type(exc).__name__}: {exc}"
+    box.setDetailedText(details)
+    copy = box.addButton("Copy details", QMessageBox.ActionRole)
+    copy.clicked.disconnect()
+    copy.clicked.connect(lambda: QApplication.clipboard().setText(details))
+    box.addButton(QMessageBox.Ok)
+    box.setModal(True)
+    box.open()
+    return box
+
+
+class UnlockDialog(QDialog):
+    """Asks for the passphrase; *try_unlock(passphrase)* raises UserError when it is wrong, and the
+    dialog stays open with the reason shown. Nothing is changed by a wrong passphrase."""
+
+    def __init__(self, try_unlock, home: str, parent=None):
+        super().__init__(parent)
+        self.setWindowTitle("Unlock Mneme")
+        self.try_unlock = try_unlock
+        self.result_value = None
+        layout = QVBoxLayout(self)
+        layout.addWidget(QLabel(f"Your memory in {home} is locked.\nEnter its passphrase:"))
+        self.passphrase = QLineEdit()
+        self.passphrase.setEchoMode(QLineEdit.Password)
+        self.passphrase.setObjectName("passphrase")
+        layout.addWidget(self.passphrase)
+        self.error = QLabel("")
+        self.error.setObjectName("error")
+        self.error.setStyleSheet("color: #b00020")
+        layout.addWidget(self.error)
+        buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
+        buttons.accepted.connect(self.attempt)
+        buttons.rejected.connect(self.reject)
+        layout.addWidget(buttons)
+
+    def attempt(self) -> None:
+        try:
+            self.result_value = self.try_unlock(self.passphrase.text())
+        except UserError as exc:
+            self.error.setText(exc.message)
+            self.passphrase.selectAll()
+            return
+        self.accept()
+
+
+class Onboarding(QDialog):
+    """First run: what is captured, where it is kept, how it is locked; capture only with consent."""
+
+    TEXT = ("<h2>Welcome to Mneme</h2>"
+            "<p>Mneme remembers what passes over your screen — it takes a screenshot every few seconds "
+            "when something changed and reads its text — and the chats you import, so you can ask "
+            "about them later.</p>"
+            "<p><b>Everything stays on this computer</b>, encrypted in <code>{home}</code>. Answers come "
+            "from a model running here; nothing is sent anywhere.</p>"
+            "<p>Password managers, private/incognito browser windows and Mneme itself are never "
+            "captured. Card numbers, API keys, IBANs and passwords seen on screen are blanked out.</p>")
+
+    def __init__(self, home: str, keyring_ok: bool, parent=None):
+        super().__init__(parent)
+        self.setWindowTitle("Welcome to Mneme")
+        layout = QVBoxLayout(self)
+        text = QLabel(self.TEXT.format(home=home))
+        text.setWordWrap(True)
+        layout.addWidget(text)
+        self.use_keyring = QRadioButton("Keep the key in the system keyring (unlocks with your login)")
+        self.use_passphrase = QRadioButton("Lock with a passphrase I type (never stored)")
+        self.use_keyring.setEnabled(keyring_ok)
+        (self.use_keyring if keyring_ok else self.use_passphrase).setChecked(True)
+        if not keyring_ok:
+            self.use_keyring.setText(self.use_keyring.text() + " — no keyring found on this system")
+        layout.addWidget(self.use_keyring)
+        layout.addWidget(self.use_passphrase)
+        self.passphrase = QLineEdit()
+        self.passphrase.setEchoMode(QLineEdit.Password)
+        self.passphrase.setPlaceholderText("passphrase")
+        self.passphrase2 = QLineEdit()
+        self.passphrase2.setEchoMode(QLineEdit.Password)
+        self.passphrase2.setPlaceholderText("repeat passphrase")
+        layout.addWidget(self.passphrase)
+        layout.addWidget(self.passphrase2)
+        self.exclusions = QCheckBox("Use the default exclusions (password managers, private windows)")
+        self.exclusions.setChecked(True)
+        layout.addWidget(self.exclusions)
+        self.consent = QCheckBox("Start capturing my screen now")
+        layout.addWidget(self.consent)
+        self.error = QLabel("")
+        self.error.setStyleSheet("color: #b00020")
+        layout.addWidget(self.error)
+        buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
+        buttons.accepted.connect(self.attempt)
+        buttons.rejected.connect(self.reject)
+        layout.addWidget(buttons)
+
+    def mode(self) -> str:
+        return "passphrase" if self.use_passphrase.isChecked() else "keyring"
+
+    def attempt(self) -> None:
+        if self.mode() == "passphrase":
+            if not self.passphrase.text():
+                self.error.setText("Choose a passphrase.")
+                return
+            if self.passphrase.text() != self.passphrase2.text():
+                self.error.setText("The two passphrases differ.")
+                return
+        self.accept()

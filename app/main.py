@@ -1,0 +1,276 @@
+"""The desktop app: one instance per home, tray, global hotkey, recall overlay, background capture.
+
+``Controller`` is what views call; it owns the memory, the task manager, the model and capture.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import sys
+import threading
+import traceback
+
+from mneme.app.qt import (QApplication, QInputDialog, QLineEdit, QLocalServer, QLocalSocket,
+                          QMessageBox, QObject, QTimer, Signal)
+from mneme.app.dialogs import Onboarding, UnlockDialog, show_error
+from mneme.app.tasks import TaskManager
+from mneme.app.window import MainWindow, RecallOverlay, Tray
+from mneme.core import keys
+from mneme.core import memory as memory_api
+from mneme.core.errors import UserError
+from mneme.core.pause import PauseState
+from mneme.core.paths import HomeLayout, resolve_home
+
+log = logging.getLogger(__name__)
+
+
+def instance_name(home) -> str:
+    return "mneme-" + hashlib.sha1(str(home).encode()).hexdigest()[:12]
+
+
+def raise_running(home) -> bool:
+    """If Mneme already runs for this home, ask it to show itself and say so."""
+    sock = QLocalSocket()
+    sock.connectToServer(instance_name(home))
+    if sock.waitForConnected(300):
+        sock.write(b"raise\n")
+        sock.waitForBytesWritten(300)
+        sock.disconnectFromServer()
+        return True
+    return False
+
+
+class Controller(QObject):
+    hotkey_pressed = Signal()
+
+    def __init__(self, memory, embedder_factory=None, llm_factory=None, interactive: bool = True):
+        super().__init__()
+        self.memory = memory
+        self.interactive = interactive
+        self.tasks = TaskManager(self)
+        self.pause_state = PauseState(memory.home)
+        self._llm = None
+        self._llm_factory = llm_factory
+        self._llm_lock = threading.Lock()
+        self._assistant = None
+        self._window = None
+        self.overlay = RecallOverlay(self)
+        self.tray = Tray(self)
+        self.hotkey_pressed.connect(self.recall)
+        self._hotkey = None
+        self._capture_stop = None
+        self._capture_thread = None
+        self.server = None
+        self.errors: list[BaseException] = []
+
+    # -- what views call -------------------------------------------------------------------------
+    def window(self) -> MainWindow:
+        if self._window is None:
+            self._window = MainWindow(self)
+        return self._window
+
+    def error(self, exc: BaseException, tb: str = "") -> None:
+        self.errors.append(exc)
+        if not isinstance(exc, UserError):
+            log.error("error shown to the user: %s", tb or repr(exc))
+        if self.interactive:
+            show_error(self._window, exc, tb)
+
+    def confirm(self, text: str) -> bool:
+        if not self.interactive:
+            return True
+        return QMessageBox.question(self._window, "Mneme", text) == QMessageBox.Yes
+
+    def ask_passphrase(self, title: str) -> str:
+        text, ok = QInputDialog.getText(self._window, "Mneme", title, QLineEdit.Password)
+        return text if ok else ""
+
+    def ask_new_passphrase(self, title: str) -> str:
+        first = self.ask_passphrase(title)
+        if first and self.ask_passphrase("Repeat: " + title) != first:
+            self.error(UserError("the two passphrases differ", "try again"))
+            return ""
+        return first
+
+    def assistant(self):
+        """The assistant, loading the model on first use (on a worker thread)."""
+        from mneme.core.assistant import Assistant
+
+        with self._llm_lock:
+            if self._llm is None:
+                if self._llm_factory is not None:
+                    self._llm = self._llm_factory(self.memory)
+                else:
+                    from mneme.models.llama import LlamaLLM
+                    from mneme.models.registry import resolve_model
+
+                    cfg = self.memory.config
+                    self._llm = LlamaLLM(resolve_model(cfg["model_path"]), n_ctx=cfg["n_ctx"],
+                                         n_threads=cfg.threads(), low_memory=cfg["low_memory"])
+                self._assistant = Assistant(self.memory, self._llm,
+                                            max_answer_tokens=self.memory.config["max_answer_tokens"])
+            return self._assistant
+
+    def recall(self) -> None:
+        self.overlay.popup()
+
+    def capture_paused(self) -> bool:
+        return self.pause_state.paused()
+
+    def pause(self, seconds) -> None:
+        self.pause_state.pause(seconds)
+        self.tray.refresh()
+
+    def resume(self) -> None:
+        self.pause_state.resume()
+        self.tray.refresh()
+
+    def tray_available(self) -> bool:
+        return self.tray.icon is not None
+
+    def status_text(self) -> str:
+        s = self.memory.store.counts("")
+        return f"{s['sources']} moments remembered · {self.memory.home}"
+
+    def settings_changed(self) -> None:
+        self.start_hotkey()
+
+    def change_key_mode(self, mode: str) -> None:
+        passphrase = None
+        if mode == "passphrase":
+            p = self.ask_new_passphrase("New passphrase")
+            if not p:
+                return
+            passphrase = lambda q: p  # noqa: E731
+        self.memory.change_key_mode(mode, passphrase)
+
+    # -- background services ---------------------------------------------------------------------
+    def start_capture(self) -> str | None:
+        """Start capture if the user agreed and a display is there; else say why not."""
+        if not self.memory.config["capture_consent"]:
+            return "capture is off until you agree to it (first-run or Settings)"
+        try:
+            from mneme.capture.pipeline import CapturePipeline
+            from mneme.capture.screen import Screen
+            from mneme.capture.window import desktop
+
+            pipeline = CapturePipeline(self.memory, desktop(), Screen)
+        except Exception as exc:
+            log.warning("capture not started: %s", exc)
+            return f"capture could not start: {exc}"
+        self._capture_stop = threading.Event()
+        self._capture_thread = threading.Thread(target=pipeline.run, args=(self._capture_stop,),
+                                                name="mneme-capture", daemon=True)
+        self._capture_thread.start()
+        self.pipeline = pipeline
+        return None
+
+    def start_hotkey(self) -> str | None:
+        from mneme.capture.window import session_warning
+
+        if self._hotkey is not None:
+            self._hotkey.stop()
+            self._hotkey = None
+        try:
+            from pynput import keyboard  # needs a display; imported only here
+        except Exception as exc:
+            return f"global hotkey unavailable: {exc}"
+        warning = session_warning()
+        try:
+            self._hotkey = keyboard.GlobalHotKeys({self.memory.config["hotkey"]: self.hotkey_pressed.emit})
+            self._hotkey.start()
+        except Exception as exc:
+            return f"global hotkey unavailable: {exc}"
+        return warning or None
+
+    def listen_single_instance(self) -> None:
+        name = instance_name(self.memory.home)
+        QLocalServer.removeServer(name)
+        self.server = QLocalServer(self)
+        self.server.newConnection.connect(self._other_instance)
+        self.server.listen(name)
+
+    def _other_instance(self) -> None:
+        conn = self.server.nextPendingConnection()
+        conn.readyRead.connect(lambda: (conn.readAll(), self.window().show_tab("Ask")))
+
+    def quit(self) -> None:
+        self.shutdown()
+        QApplication.instance().quit()
+
+    def shutdown(self) -> None:
+        if self._hotkey is not None:
+            self._hotkey.stop()
+        if self._capture_stop is not None:
+            self._capture_stop.set()
+            self._capture_thread.join(30)
+        for task in list(self.tasks.running):
+            task.cancel.set()
+        self.tasks.wait_all()
+        if self._llm is not None:
+            self._llm.close()
+            self._llm = None
+        if self.server is not None:
+            self.server.close()
+        self.memory.close()
+
+
+def unlock(home, embedder, parent=None):
+    """Open the memory: onboarding on first run, the unlock dialog in passphrase mode."""
+    layout = HomeLayout(resolve_home(home))
+    if not memory_api.home_exists(home):
+        dialog = Onboarding(str(layout.root), keys.keyring_available(), parent)
+        if dialog.exec() != Onboarding.Accepted:
+            return None
+        phrase = dialog.passphrase.text()
+        mem = memory_api.open_memory(home, embedder=embedder, key_mode=dialog.mode(),
+                                     passphrase=lambda q: phrase)
+        mem.config.set("capture_consent", dialog.consent.isChecked())
+        if not dialog.exclusions.isChecked():
+            mem.config.set("excluded_apps", ["mneme"])
+            mem.config.set("excluded_titles", [])
+        mem.config.save()
+        return mem
+    meta = keys.KeyMeta.load(layout.meta)
+    if meta.mode == "keyring" or os.environ.get("MNEME_PASSPHRASE"):
+        return memory_api.open_memory(home, embedder=embedder)
+    dialog = UnlockDialog(lambda p: memory_api.open_memory(home, embedder=embedder, passphrase=lambda q: p),
+                          str(layout.root), parent)
+    return dialog.result_value if dialog.exec() == UnlockDialog.Accepted else None
+
+
+def run(home=None) -> int:
+    from mneme import models
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("Mneme")
+    app.setDesktopFileName("mneme")
+    app.setQuitOnLastWindowClosed(False)
+    if raise_running(resolve_home(home)):
+        print("Mneme is already running; its window was raised.")
+        return 0
+    try:
+        mem = unlock(home, models.default_embedder())
+    except UserError as exc:
+        show_error(None, exc).exec()
+        return 2
+    if mem is None:
+        return 1
+    controller = Controller(mem)
+
+    def excepthook(kind, exc, tb):  # a crash is logged, shown, and loses no data
+        text = "".join(traceback.format_exception(kind, exc, tb))
+        log.critical("unhandled error: %s", text)
+        controller.error(exc, text)
+
+    sys.excepthook = excepthook
+    controller.listen_single_instance()
+    window = controller.window()
+    notes = [n for n in (controller.start_capture(), controller.start_hotkey()) if n]
+    window.statusBar().showMessage(" · ".join([controller.status_text(), *notes]))
+    window.show()
+    app.aboutToQuit.connect(lambda: controller.memory._closed.is_set() or controller.shutdown())
+    QTimer.singleShot(0, controller.tray.refresh)
+    return app.exec()

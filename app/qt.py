@@ -1,0 +1,16 @@
+"""The only module that imports PySide6: the rest of the app takes Qt names from here."""
+
+from PySide6.QtCore import (QByteArray, QDate, QEvent, QObject, QSize, Qt, QThread, QTimer, Signal,
+                            Slot)
+from PySide6.QtGui import (QAction, QColor, QFont, QGuiApplication, QIcon, QImage, QKeySequence,
+                           QPainter, QPixmap, QTextCharFormat, QTextCursor)
+from PySide6.QtNetwork import QLocalServer, QLocalSocket
+from PySide6.QtWidgets import (QApplication, QCheckBox, QComboBox, QDateEdit, QDialog,
+                               QDialogButtonBox, QDoubleSpinBox, QFileDialog, QFormLayout, QFrame, QInputDialog,
+                               QHBoxLayout, QLabel, QLineEdit, QListWidget, QListWidgetItem,
+                               QMainWindow, QMenu, QMessageBox, QPlainTextEdit, QProgressBar,
+                               QProgressDialog, QPushButton, QRadioButton, QSlider, QSpinBox,
+                               QSplitter, QStatusBar, QSystemTrayIcon, QTabWidget, QTextBrowser,
+                               QVBoxLayout, QWidget)
+
+__all__ = [name for name in dir() if name[0].isupper()]

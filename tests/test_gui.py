@@ -1,0 +1,193 @@
+"""The desktop app driven like a user, offscreen (pytest-qt): real store, index, embedder, model."""
+
+import io
+import os
+import time
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from mneme.app.qt import QDate, Qt  # noqa: E402
+from mneme.core.records import FrameIn  # noqa: E402
+from tests.conftest import msg  # noqa: E402
+
+pytestmark = pytest.mark.gui
+
+
+class SharedLLM:
+    """The session's real model, not closed by the app (other tests use it too)."""
+
+    def __init__(self, llm):
+        self._llm = llm
+        self.id, self.n_ctx = llm.id, llm.n_ctx
+
+    def __getattr__(self, name):
+        return getattr(self._llm, name)
+
+    def close(self):
+        pass
+
+
+def webp(text_color=0):
+    from PIL import Image
+
+    img = Image.new("RGB", (320, 180), (255, 255, 255))
+    img.paste((text_color, 0, 0), (20, 20, 200, 60))
+    buf = io.BytesIO()
+    img.save(buf, format="WEBP")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def controller(qtbot, open_mem, real_embedder):
+    from mneme.app.main import Controller
+
+    mem = open_mem(embedder=real_embedder)
+    mem.import_messages([
+        msg(1, "The spare key for the cabin is under the blue flowerpot", conv="Family", app="WhatsApp"),
+        msg(2, "Garden club meets on Thursday to plan the tomato beds", conv="Garden club"),
+        msg(3, "Quarterly budget review moved to Friday afternoon", conv="Slack #team", app="Slack"),
+    ])
+    now = time.time()
+    for i in range(3):
+        mem.add_frame(FrameIn(f"f{i}", now - 300 + i * 60, 1, "editor", f"doc {i}.txt", 320, 180,
+                              webp(i * 80), webp(), f"frame {i} text about the orchard plan", "[]"))
+    mem.embed_pending()
+    mem.wait_caught_up()
+    llm = None
+
+    def llm_factory(memory):
+        return SharedLLM(request_llm())
+
+    def request_llm():
+        nonlocal llm
+        if llm is None:
+            from mneme.models.llama import LlamaLLM
+            from mneme.models.registry import default_model_path
+
+            llm = LlamaLLM(default_model_path(), n_ctx=2048, n_threads=2)
+        return llm
+
+    c = Controller(mem, llm_factory=llm_factory, interactive=False)
+    yield c
+    c.shutdown()
+    if llm is not None:
+        llm.close()
+
+
+@pytest.mark.slow
+def test_ask_streams_an_answer_and_a_citation_opens_the_moment(controller, qtbot):
+    view = controller.window().ask
+    qtbot.keyClicks(view.question, "Where is the spare key for the cabin?")
+    qtbot.mouseClick(view.ask_button, Qt.LeftButton)
+    assert not view.ask_button.isEnabled() and view.stop_button.isEnabled()
+    qtbot.waitUntil(lambda: view.task is None, timeout=120_000)
+    assert controller.errors == []
+    html = view.answer.toHtml()
+    assert "Sources" in html and "mneme://source/1" in html
+    view.open_citation(__import__("PySide6.QtCore", fromlist=["QUrl"]).QUrl("mneme://source/1"))
+    assert view.source.shown_source == 1 and "flowerpot" in view.source.toPlainText()
+    assert view.history.count() == 1 and "spare key" in view.history.item(0).text()
+
+
+def test_search_as_you_type_with_highlights_and_filters(controller, qtbot):
+    view = controller.window().search
+    qtbot.keyClicks(view.query, "tomato garden")
+    qtbot.waitUntil(lambda: view.results.count() > 0, timeout=10_000)
+    label = view.results.itemWidget(view.results.item(0))
+    assert "<b>tomato</b>" in label.text() and "Garden club" in label.text()
+    view.kind.setCurrentText("Screen")
+    qtbot.waitUntil(lambda: view.results.count() > 0 and all(
+        "editor" in view.results.itemWidget(view.results.item(i)).text() for i in range(view.results.count())),
+        timeout=10_000)
+    assert not view.results.item(0).icon().isNull()  # frames come with thumbnails
+    view.open(view.results.item(0))
+    assert "orchard" in view.source.toPlainText()
+
+
+def test_timeline_navigation_copy_and_forget(controller, qtbot):
+    view = controller.window().timeline
+    view.day.setDate(QDate.currentDate())
+    view.load()
+    assert view.slider.maximum() == 2 and "(3 of 3)" in view.caption.text()
+    view.slider.setValue(0)
+    assert "(1 of 3)" in view.caption.text() and "frame 0" in view.text.toPlainText()
+    assert view.image.pixmap() is not None and not view.image.pixmap().isNull()
+    qtbot.mouseClick(view.delete_button, Qt.LeftButton)
+    assert view.slider.maximum() == 1 and controller.memory.store.frame_usage()[0] == 2
+    assert not [h for h in controller.memory.search("frame 0 orchard").hits if "frame 0" in h.text]
+    qtbot.mouseClick(view.forget_day_button, Qt.LeftButton)  # confirm is automatic when not interactive
+    assert controller.memory.store.frame_usage()[0] == 0 and "No frames" in view.image.text()
+
+
+def test_settings_round_trip_and_bad_value(controller, qtbot):
+    from mneme.core.config import Config
+
+    view = controller.window().settings
+    view.interval.setValue(7.5)
+    view.apps.setText("keepassxc, secretapp")
+    qtbot.mouseClick(view.save_button, Qt.LeftButton)
+    saved = Config.load(controller.memory.layout.config)
+    assert saved["capture_interval"] == 7.5 and saved["excluded_apps"] == ["keepassxc", "secretapp"]
+    view.model.setText("/nonexistent/model.gguf")
+    qtbot.mouseClick(view.save_button, Qt.LeftButton)
+    assert "does not exist" in controller.errors[-1].message
+    assert Config.load(controller.memory.layout.config)["model_path"] == ""
+
+
+def test_tray_pause_and_resume(controller):
+    tray = controller.tray
+    assert not tray.paused_icon and tray.actions["pause"].isVisible() is not False
+    tray.actions["pause15"].trigger()
+    assert controller.capture_paused() and tray.paused_icon and "paused" in tray.tooltip
+    assert tray.actions["resume"].isVisible() or not tray.actions["pause"].isVisible()
+    tray.actions["resume"].trigger()
+    assert not controller.capture_paused() and not tray.paused_icon
+
+
+def test_overlay_types_searches_and_escapes(controller, qtbot):
+    overlay = controller.overlay
+    controller.recall()
+    assert overlay.isVisible()
+    qtbot.keyClicks(overlay.input, "budget review")
+    qtbot.waitUntil(lambda: overlay.results.count() > 0, timeout=10_000)
+    assert "budget" in overlay.results.item(0).text().lower()
+    qtbot.keyClick(overlay, Qt.Key_Escape)
+    assert not overlay.isVisible()
+
+
+def test_unlock_dialog_refuses_a_wrong_passphrase(qtbot, tmp_path, fake_embedder, monkeypatch):
+    from mneme.app.dialogs import UnlockDialog
+    from mneme.core.memory import open_memory
+
+    home = tmp_path / "locked"
+    monkeypatch.setenv("MNEME_PASSPHRASE", "right one")
+    open_memory(home, embedder=fake_embedder, key_mode="passphrase").close()
+    monkeypatch.delenv("MNEME_PASSPHRASE")
+    dialog = UnlockDialog(lambda p: open_memory(home, embedder=fake_embedder, passphrase=lambda q: p), str(home))
+    qtbot.addWidget(dialog)
+    dialog.show()
+    qtbot.keyClicks(dialog.passphrase, "wrong one")
+    dialog.attempt()
+    assert dialog.isVisible() and "key is wrong" in dialog.error.text() and dialog.result_value is None
+    dialog.passphrase.clear()
+    qtbot.keyClicks(dialog.passphrase, "right one")
+    dialog.attempt()
+    assert dialog.result() == UnlockDialog.Accepted and dialog.result_value is not None
+    dialog.result_value.close()
+
+
+def test_vault_export_and_import_actions_run_off_the_gui_thread(controller, qtbot, tmp_path):
+    window = controller.window()
+    path = tmp_path / "app.mnemevault"
+    task = window.export_vault(str(path), "vault pass")
+    qtbot.waitUntil(lambda: task not in controller.tasks.running, timeout=60_000)
+    assert path.exists() and "Exported 6 items" in window.statusBar().currentMessage()
+    task = window.import_vault(str(path), "vault pass")
+    qtbot.waitUntil(lambda: task not in controller.tasks.running, timeout=60_000)
+    assert "Imported 0 items (6 already there)" in window.statusBar().currentMessage()
+    task = window.import_vault(str(path), "wrong pass")
+    qtbot.waitUntil(lambda: task not in controller.tasks.running, timeout=60_000)
+    assert "wrong vault passphrase" in controller.errors[-1].message

@@ -29,7 +29,7 @@ bench: system venv model
 	$(PY) tests/bench/capture_bench.py --minutes $(or $(CAPTURE_MINUTES),10)
 
 screenshots: system venv model
-	$(PY) -m pytest -p no:cacheprovider tests/test_gui_x11.py -k screenshots
+	MNEME_SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots $(PY) -m pytest -p no:cacheprovider tests/test_gui_x11.py -k screenshots
 
 system:
 	@bash packaging/system-deps.sh

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import shutil
+import time
 import platformdirs
 import pytest
 
@@ -106,3 +108,32 @@ def msg(i, text, conv="Team chat", t=None, speaker="Anna", app="chat"):
     from mneme.core.records import Message
 
     return Message(f"m{i}", conv, t if t is not None else 1_700_000_000 + i * 60, speaker, text, app=app)
+
+
+@pytest.fixture(scope="session")
+def xserver():
+    if not shutil.which("Xvfb") or not shutil.which("openbox"):
+        pytest.fail("Xvfb and openbox are needed: run `make test` (it installs them) or "
+                    "apt-get install xvfb openbox")
+    display = f":{70 + os.getpid() % 200}"
+    xvfb = subprocess.Popen(["Xvfb", display, "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    old = os.environ.get("DISPLAY")
+    os.environ["DISPLAY"] = display
+    for _ in range(50):
+        if subprocess.run(["xdpyinfo"], capture_output=True).returncode == 0:
+            break
+        time.sleep(0.1)
+    wm = subprocess.Popen(["openbox"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    yield display
+    wm.terminate()
+    xvfb.terminate()
+    wm.wait()
+    xvfb.wait()
+    if old is None:
+        os.environ.pop("DISPLAY", None)
+    else:
+        os.environ["DISPLAY"] = old
+
+

@@ -16,33 +16,6 @@ pytestmark = pytest.mark.x11
 HELPER = ROOT / "tests" / "helpers" / "show_window.py"
 
 
-@pytest.fixture(scope="session")
-def xserver():
-    if not shutil.which("Xvfb") or not shutil.which("openbox"):
-        pytest.fail("Xvfb and openbox are needed: run `make test` (it installs them) or "
-                    "apt-get install xvfb openbox")
-    display = f":{70 + os.getpid() % 200}"
-    xvfb = subprocess.Popen(["Xvfb", display, "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    old = os.environ.get("DISPLAY")
-    os.environ["DISPLAY"] = display
-    for _ in range(50):
-        if subprocess.run(["xdpyinfo"], capture_output=True).returncode == 0:
-            break
-        time.sleep(0.1)
-    wm = subprocess.Popen(["openbox"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(0.5)
-    yield display
-    wm.terminate()
-    xvfb.terminate()
-    wm.wait()
-    xvfb.wait()
-    if old is None:
-        os.environ.pop("DISPLAY", None)
-    else:
-        os.environ["DISPLAY"] = old
-
-
 @pytest.fixture
 def windows(xserver):
     procs = []

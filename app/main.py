@@ -274,3 +274,10 @@ def run(home=None) -> int:
     app.aboutToQuit.connect(lambda: controller.memory._closed.is_set() or controller.shutdown())
     QTimer.singleShot(0, controller.tray.refresh)
     return app.exec()
+
+
+def gui_main() -> int:
+    """Entry point of the ``mneme-app`` GUI script."""
+    from mneme.app.cli import main
+
+    return main([*sys.argv[1:], "app"])

@@ -327,9 +327,11 @@ class SettingsView(QWidget):
         self.key_mode = QComboBox()
         self.key_mode.addItems(["keyring", "passphrase"])
         self.key_mode.setCurrentText(controller.memory.meta.mode)
+        from mneme.app.autostart import autostart
+
+        self.autostarter = autostart()
         self.autostart = QCheckBox("Start Mneme when I log in")
-        self.autostart.setEnabled(False)
-        self.autostart.setToolTip("Arrives with desktop packaging")
+        self.autostart.setChecked(self.autostarter.enabled())
         self.meter = QProgressBar()
         self.save_button = QPushButton("Save")
         self.save_button.clicked.connect(self.save)
@@ -366,6 +368,8 @@ class SettingsView(QWidget):
             cfg.set("model_path", self.model.text().strip())
             cfg.set("hotkey", self.hotkey.text().strip())
             cfg.save()
+            if self.autostart.isChecked() != self.autostarter.enabled():
+                self.autostarter.set_enabled(self.autostart.isChecked())
             if self.key_mode.currentText() != self.c.memory.meta.mode:
                 self.c.change_key_mode(self.key_mode.currentText())
         except Exception as exc:  # a bad value: say which, keep the rest

@@ -1,5 +1,7 @@
 """OCR with tesseract (the only module that imports pytesseract). Words keep their boxes.
 
+The image goes to tesseract on its standard input and the words come back on its standard output:
+no screen content is ever written to a temporary file (pytesseract's own calls would do that).
 Light-on-dark regions are inverted first (tesseract reads dark text on light far better).
 ``OMP_THREAD_LIMIT=1`` keeps one OCR from taking every core.
 """
@@ -7,6 +9,7 @@ Light-on-dark regions are inverted first (tesseract reads dark text on light far
 from __future__ import annotations
 
 import os
+import subprocess
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,22 +50,33 @@ def prepare(rgb: np.ndarray) -> np.ndarray:
     return grey
 
 
+def _tesseract() -> str:
+    import pytesseract
+
+    return pytesseract.pytesseract.tesseract_cmd
+
+
 def read(rgb: np.ndarray, offset: tuple[int, int] = (0, 0)) -> list[Word]:
     """Words in an RGB region, with boxes in screen coordinates (region origin at *offset*)."""
-    import pytesseract
-    from PIL import Image
-
     if rgb.shape[0] < UPSCALE_BELOW or rgb.shape[1] < UPSCALE_BELOW:
         return []
-    data = pytesseract.image_to_data(Image.fromarray(prepare(rgb)), config="--psm 11",
-                                     output_type=pytesseract.Output.DICT)
+    grey = prepare(rgb)
+    pgm = b"P5 %d %d 255\n" % (grey.shape[1], grey.shape[0]) + np.ascontiguousarray(grey).tobytes()
+    proc = subprocess.run([_tesseract(), "stdin", "stdout", "--psm", "11", "-l", "eng", "tsv"], input=pgm,
+                          capture_output=True, env={**os.environ, "OMP_THREAD_LIMIT": "1"}, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"tesseract failed ({proc.returncode}): "
+                           f"{proc.stderr.decode(errors='replace').strip()[:200]}")
     ox, oy = offset
     words = []
-    for i, text in enumerate(data["text"]):
-        text = text.strip()
-        if text and float(data["conf"][i]) >= MIN_CONFIDENCE:
-            words.append(Word(text, data["left"][i] + ox, data["top"][i] + oy, data["width"][i],
-                              data["height"][i], (data["block_num"][i], data["par_num"][i], data["line_num"][i])))
+    for line in proc.stdout.decode("utf-8", "replace").splitlines()[1:]:
+        cols = line.split("\t")
+        if len(cols) < 12:
+            continue
+        text = cols[11].strip()
+        if text and float(cols[10]) >= MIN_CONFIDENCE:
+            words.append(Word(text, int(cols[6]) + ox, int(cols[7]) + oy, int(cols[8]), int(cols[9]),
+                              (int(cols[2]), int(cols[3]), int(cols[4]))))
     return words
 
 

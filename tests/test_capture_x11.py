@@ -148,3 +148,33 @@ def test_cli_capture_once(xserver, windows):
     out = run_cli("capture", "--once", "--json", env={"MNEME_PASSPHRASE": "p"}).stdout
     assert '"frames_stored": 1' in out
     assert "heron" in run_cli("search", "heron sighting", env={"MNEME_PASSPHRASE": "p"}).stdout
+
+
+def test_captured_text_never_reaches_disk_unencrypted(pipeline, windows, monkeypatch):
+    import tempfile
+    from pathlib import Path
+
+    canary = "Xylocanary9042"
+    windows("Canary", f"the canary word is {canary}")
+
+    def no_temp_files(*a, **k):
+        raise AssertionError("capture tried to write a temporary file")
+
+    for name in ("NamedTemporaryFile", "mkstemp", "mkdtemp", "TemporaryFile"):
+        monkeypatch.setattr(tempfile, name, no_temp_files)
+    assert capture(pipeline) == 1
+    monkeypatch.undo()
+    assert canary in stored_text(pipeline.memory)  # it was read…
+    pipeline.memory.wait_caught_up()
+    # Everything under the home and this test's temp dir; the top level of the system temp dir,
+    # where a library's temporary files would land.
+    paths = [*Path(os.environ["MNEME_HOME"]).rglob("*"), *Path(os.environ["TMPDIR"]).rglob("*"),
+             *Path(tempfile.gettempdir()).glob("*")]
+    assert any(p.name == "memory.db" for p in paths)
+    for path in paths:
+        if path.is_file():
+            try:
+                data = path.read_bytes()
+            except OSError:
+                continue
+            assert canary.encode() not in data, path  # …and is nowhere on disk in the clear

@@ -150,7 +150,7 @@ def test_cli_capture_once(xserver, windows):
     assert "heron" in run_cli("search", "heron sighting", env={"MNEME_PASSPHRASE": "p"}).stdout
 
 
-def test_captured_text_never_reaches_disk_unencrypted(pipeline, windows, monkeypatch):
+def test_captured_text_never_reaches_disk_unencrypted(pipeline, windows):
     import tempfile
     from pathlib import Path
 
@@ -160,10 +160,10 @@ def test_captured_text_never_reaches_disk_unencrypted(pipeline, windows, monkeyp
     def no_temp_files(*a, **k):
         raise AssertionError("capture tried to write a temporary file")
 
-    for name in ("NamedTemporaryFile", "mkstemp", "mkdtemp", "TemporaryFile"):
-        monkeypatch.setattr(tempfile, name, no_temp_files)
-    assert capture(pipeline) == 1
-    monkeypatch.undo()
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("NamedTemporaryFile", "mkstemp", "mkdtemp", "TemporaryFile"):
+            mp.setattr(tempfile, name, no_temp_files)
+        assert capture(pipeline) == 1
     assert canary in stored_text(pipeline.memory)  # it was read…
     pipeline.memory.wait_caught_up()
     # Everything under the home and this test's temp dir; the top level of the system temp dir,

@@ -15,7 +15,7 @@ from mneme.app.qt import (QCheckBox, QComboBox, QDateEdit, QDoubleSpinBox, QForm
                           QApplication, QIcon)
 
 STREAM_BATCH_MS = 50
-TYPE_DELAY_MS = 120
+TYPE_DELAY_MS = 40
 
 
 def when(ts: float) -> str:
@@ -45,8 +45,10 @@ class SourceView(QTextBrowser):
             return
         head = f"<h3>{html.escape(src.title or src.conversation or src.app)}</h3><p>{when(src.time)} · " \
                f"{html.escape(src.app)}</p>"
-        if src.kind == "frame":
-            frame = memory.store.frame(source_id)
+        frame = memory.store.frame(source_id) if src.kind == "frame" else None
+        if frame is not None and not frame["image"]:
+            body = f"<pre>{html.escape(memory.store.source_text(source_id))}</pre>"
+        elif frame is not None:
             self.document().addResource(3, f"frame-{source_id}", QImage.fromData(frame["image"]))
             body = f'<img src="frame-{source_id}" width="560"><pre>{html.escape(memory.store.source_text(source_id))}</pre>'
         else:
@@ -226,7 +228,7 @@ class SearchView(QWidget):
             item.setSizeHint(QSize(400, 64))
             if hit.kind == "frame":
                 frame = self.c.memory.store.frame(hit.source_ids[0])
-                if frame:
+                if frame and frame["thumb"]:
                     item.setIcon(QIcon(pixmap(frame["thumb"])))
             self.results.addItem(item)
             self.results.setItemWidget(item, label)
@@ -294,7 +296,11 @@ class TimelineView(QWidget):
             return
         sid, ts, app, title = self.frames[i]
         frame = self.c.memory.store.frame(sid)
-        self.image.setPixmap(pixmap(frame["image"]).scaledToWidth(640, Qt.SmoothTransformation))
+        if frame["image"]:
+            self.image.setPixmap(pixmap(frame["image"]).scaledToWidth(640, Qt.SmoothTransformation))
+        else:
+            self.image.setPixmap(QPixmap())
+            self.image.setText("Text only: the picture of this moment was not kept\n(see Settings → image interval).")
         self.caption.setText(f"{when(ts)} · {app} · {title}  ({i + 1} of {len(self.frames)})")
         self.text.setPlainText(self.c.memory.store.source_text(sid))
         self.current = sid

@@ -145,7 +145,7 @@ class RecallOverlay(QWidget):
         layout.addWidget(self.input)
         layout.addWidget(self.results)
         self.resize(720, 420)
-        self.timer = QTimer(self, singleShot=True, interval=60)
+        self.timer = QTimer(self, singleShot=True, interval=40)
         self.timer.timeout.connect(self.search)
         self.input.textChanged.connect(self.timer.start)
         self.input.returnPressed.connect(self.ask)

@@ -49,6 +49,7 @@ class Stats:
     frames_stored: int = 0
     unchanged: int = 0
     deferred: int = 0          # queue full: compared again next tick
+    text_only: int = 0         # stored with text but no picture (image_interval)
     skipped: Counter = field(default_factory=Counter)  # paused, locked, idle, excluded
     masked: int = 0
     redacted: Counter = field(default_factory=Counter)
@@ -57,7 +58,7 @@ class Stats:
     def as_json(self) -> dict:
         return {"ticks": self.ticks, "frames_queued": self.frames_queued,
                 "frames_stored": self.frames_stored, "unchanged": self.unchanged,
-                "deferred": self.deferred, "skipped": dict(self.skipped), "masked": self.masked,
+                "deferred": self.deferred, "text_only": self.text_only, "skipped": dict(self.skipped), "masked": self.masked,
                 "redacted": dict(self.redacted),
                 "latency_p50": _pct(self.latencies, 50), "latency_p95": _pct(self.latencies, 95)}
 
@@ -98,6 +99,8 @@ class CapturePipeline:
         self.stats = Stats()
         self.ocr_fn = ocr_fn
         self._words: dict[int, list[ocr.Word]] = {}
+        self.image_interval = memory.config["image_interval"]
+        self._last_image: dict[int, float] = {}
         self._screen = None
         self._worker: threading.Thread | None = None
         self._last_window: int | None = None
@@ -226,8 +229,18 @@ class CapturePipeline:
             words_json = [[wd.text, wd.left, wd.top, wd.width, wd.height] for wd in words]
         if found:
             self._blank_secrets(p.rgb, words, clean)
-        image = encode_webp(p.rgb, IMAGE_MAX_WIDTH, IMAGE_QUALITY)
-        thumb = encode_webp(p.rgb, THUMB_WIDTH, 40)
+        # Text is kept for every change; the picture only every image_interval seconds per monitor,
+        # or when much of the screen changed (a new window, a page) — typing does not fill the disk.
+        changed_area = sum(rw * rh for _, _, rw, rh in p.regions) / (w * h)
+        keep_image = (changed_area > 1 / 3 or
+                      p.time - self._last_image.get(p.monitor, float("-inf")) >= self.image_interval)
+        if keep_image:
+            self._last_image[p.monitor] = p.time
+            image = encode_webp(p.rgb, IMAGE_MAX_WIDTH, IMAGE_QUALITY)
+            thumb = encode_webp(p.rgb, THUMB_WIDTH, 40)
+        else:
+            image = thumb = b""
+            self.stats.text_only += 1
         win = p.window
         digest = hashlib.sha256(image).hexdigest()[:16]
         sid = self.memory.add_frame(FrameIn(

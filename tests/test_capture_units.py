@@ -189,3 +189,19 @@ def test_retention_deletes_oldest_frames(open_mem):
     mem.apply_retention()
     assert mem.store.frame_usage()[0] == 1
     assert mem.search("frame text 4").hits[0].kind == "frame"
+
+
+def test_small_changes_keep_text_but_not_every_picture(open_mem):
+    mem = open_mem()
+    screens = FakeScreen(frames(4))
+    pipe = CapturePipeline(mem, FakeDesktop(), lambda: screens, idle_after=0,
+                           ocr_fn=lambda rgb, off: [])
+    for _ in range(3):
+        assert pipe.tick() == 1
+        pipe.drain()
+    sizes = [len(mem.store.frame(sid)["image"]) for sid, *_ in mem.store.frames_between(0, 2e10)]
+    assert sizes[0] > 0 and sizes[1:] == [0, 0] and pipe.stats.text_only == 2
+    pipe.image_interval = 0
+    assert pipe.tick() == 1
+    pipe.drain()
+    assert len(mem.store.frame(mem.store.frames_between(0, 2e10)[-1][0])["image"]) > 0

@@ -72,6 +72,8 @@ def stored_pixels_text(mem):
 
     texts = []
     for sid, *_ in mem.store.frames_between(0, 2e10):
+        if not mem.store.frame(sid)["image"]:
+            continue
         img = np.asarray(Image.open(io.BytesIO(mem.store.frame(sid)["image"])).convert("RGB"))
         texts.append(ocr.to_text(ocr.read(img)))
     return "\n".join(texts)

@@ -92,7 +92,18 @@ def shots_now():
 
 
 cmds = Commands()
-cmds.line.connect(lambda line: shots_now() if line == "shots" else (controller.shutdown(), app.quit()))
+def command(line):
+    if line == "shots":
+        shots_now()
+    elif line == "model":  # load the answer model, as the first question would
+        controller.assistant()
+        print("model loaded", flush=True)
+    else:
+        controller.shutdown()
+        app.quit()
+
+
+cmds.line.connect(command)
 threading.Thread(target=lambda: [cmds.line.emit(l.strip()) for l in sys.stdin], daemon=True).start()
 QTimer.singleShot(500, lambda: print(f"ready {note or ''}", flush=True))
 app.exec()

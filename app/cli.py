@@ -32,6 +32,8 @@ def _progress(desc: str, total: int | None = None, unit: str = "it"):
 
 
 def _prompt(question: str) -> str:
+    if os.environ.get("MNEME_PASSPHRASE"):
+        return os.environ["MNEME_PASSPHRASE"]
     if not sys.stdin.isatty():
         raise UserError("a passphrase is needed and there is no terminal to ask on",
                         "set MNEME_PASSPHRASE")

@@ -64,6 +64,10 @@ class Controller(QObject):
         self._capture_thread = None
         self.server = None
         self.errors: list[BaseException] = []
+        self.locked = False
+        self._idle_timer = QTimer(self, interval=30_000)
+        self._idle_timer.timeout.connect(self.check_idle_lock)
+        self._idle_timer.start()
 
     # -- what views call -------------------------------------------------------------------------
     def window(self) -> MainWindow:
@@ -146,6 +150,54 @@ class Controller(QObject):
             passphrase = lambda q: p  # noqa: E731
         self.memory.change_key_mode(mode, passphrase)
 
+    # -- lock ------------------------------------------------------------------------------------
+    def lockable(self) -> bool:
+        return self.memory.meta.mode == "passphrase"
+
+    def check_idle_lock(self, idle_seconds: float | None = None) -> bool:
+        """Lock when idle past lock_idle_minutes (passphrase mode only). Returns whether it locked."""
+        minutes = self.memory.config["lock_idle_minutes"]
+        if not minutes or not self.lockable() or self.locked:
+            return False
+        if idle_seconds is None:
+            try:
+                from mneme.capture.window import desktop
+
+                idle_seconds = desktop().idle_seconds()
+            except Exception:
+                return False
+        if idle_seconds >= minutes * 60:
+            self.lock()
+            return True
+        return False
+
+    def lock(self) -> None:
+        """Close the memory (the key leaves RAM), hide every window, ask for the passphrase again."""
+        home, embedder = self.memory.home, self.memory.embedder
+        capture_was_on = self._capture_thread is not None
+        self.shutdown(keep_server=True)
+        self.locked = True
+        self.overlay.hide()
+        if self._window is not None:
+            self._window.hide()
+            self._window.deleteLater()
+            self._window = None
+        self.unlock_dialog = UnlockDialog(
+            lambda p: memory_api.open_memory(home, embedder=embedder, passphrase=lambda q: p), str(home))
+        self.unlock_dialog.accepted.connect(lambda: self._unlocked(self.unlock_dialog.result_value, capture_was_on))
+        if self.interactive:
+            self.unlock_dialog.open()
+
+    def _unlocked(self, memory, restart_capture: bool) -> None:
+        self.memory = memory
+        self.pause_state = PauseState(memory.home)
+        self.locked = False
+        self._assistant = None
+        if restart_capture:
+            self.start_capture()
+        self.start_hotkey() if self.interactive else None
+        self.window().show()
+
     # -- background services ---------------------------------------------------------------------
     def start_capture(self) -> str | None:
         """Start capture if the user agreed and a display is there; else say why not."""
@@ -200,21 +252,24 @@ class Controller(QObject):
         self.shutdown()
         QApplication.instance().quit()
 
-    def shutdown(self) -> None:
+    def shutdown(self, keep_server: bool = False) -> None:
         if self._hotkey is not None:
             self._hotkey.stop()
+            self._hotkey = None
         if self._capture_stop is not None:
             self._capture_stop.set()
             self._capture_thread.join(30)
+            self._capture_stop = self._capture_thread = None
         for task in list(self.tasks.running):
             task.cancel.set()
         self.tasks.wait_all()
         if self._llm is not None:
             self._llm.close()
             self._llm = None
-        if self.server is not None:
+        if self.server is not None and not keep_server:
             self.server.close()
-        self.memory.close()
+        if not self.memory._closed.is_set():
+            self.memory.close()
 
 
 def unlock(home, embedder, parent=None):

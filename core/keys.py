@@ -135,15 +135,16 @@ def keyring_delete(meta: KeyMeta) -> None:
 
 
 def env_or_prompt(prompt: PassphraseSource | None) -> PassphraseSource:
-    """Passphrases come from MNEME_PASSPHRASE first, then from *prompt* (if any)."""
+    """A passphrase from *prompt* when one is given (a dialog, a terminal prompt), else from
+    MNEME_PASSPHRASE (automation)."""
 
     def get(question: str) -> str:
+        if prompt is not None:
+            return prompt(question)
         if os.environ.get("MNEME_PASSPHRASE"):
             return os.environ["MNEME_PASSPHRASE"]
-        if prompt is None:
-            raise LockedError("the memory is locked with a passphrase and none was given",
-                              "set MNEME_PASSPHRASE or run interactively")
-        return prompt(question)
+        raise LockedError("the memory is locked with a passphrase and none was given",
+                          "set MNEME_PASSPHRASE or run interactively")
 
     return get
 

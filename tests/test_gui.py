@@ -191,3 +191,58 @@ def test_vault_export_and_import_actions_run_off_the_gui_thread(controller, qtbo
     task = window.import_vault(str(path), "wrong pass")
     qtbot.waitUntil(lambda: task not in controller.tasks.running, timeout=60_000)
     assert "wrong vault passphrase" in controller.errors[-1].message
+
+
+def test_idle_lock_closes_the_memory_and_a_passphrase_reopens_it(qtbot, open_mem, fake_embedder):
+    from mneme.app.main import Controller
+
+    mem = open_mem(key_mode="passphrase")
+    mem.import_messages([msg(1, "locked away")])
+    c = Controller(mem, interactive=False)
+    c.memory.config.set("lock_idle_minutes", 5)
+    assert not c.check_idle_lock(idle_seconds=60)
+    assert c.check_idle_lock(idle_seconds=301)
+    assert c.locked and mem._closed.is_set()  # the store is closed: the key is out of RAM
+    dialog = c.unlock_dialog
+    qtbot.addWidget(dialog)
+    qtbot.keyClicks(dialog.passphrase, "not it")
+    dialog.attempt()
+    assert c.locked and "key is wrong" in dialog.error.text()
+    dialog.passphrase.clear()
+    qtbot.keyClicks(dialog.passphrase, "correct horse")
+    dialog.attempt()
+    assert not c.locked and c.memory is not mem
+    assert c.memory.search("locked away").hits
+    c.shutdown()
+
+
+def test_keyring_mode_never_idle_locks(qtbot, open_mem):
+    from mneme.app.main import Controller
+
+    c = Controller(open_mem(key_mode="keyring"), interactive=False)
+    c.memory.config.set("lock_idle_minutes", 1)
+    assert not c.check_idle_lock(idle_seconds=10_000) and not c.locked
+    c.shutdown()
+
+
+def test_second_launch_raises_the_first(controller, qtbot):
+    from mneme.app.main import raise_running
+
+    controller.listen_single_instance()
+    assert raise_running(controller.memory.home)
+    qtbot.waitUntil(lambda: controller.window().isVisible(), timeout=5000)
+    assert not raise_running(controller.memory.home.parent / "elsewhere")
+
+
+def test_an_unexpected_error_is_recorded_and_shown_with_details(controller, qtbot):
+    from mneme.app.dialogs import show_error
+
+    box = show_error(None, RuntimeError("boom"), "Traceback: boom")
+    qtbot.addWidget(box)
+    copy = [b for b in box.buttons() if b.text() == "Copy details"][0]
+    copy.click()
+    from mneme.app.qt import QApplication
+
+    assert QApplication.clipboard().text() == "Traceback: boom"
+    assert "Your memory is safe" in box.text()
+    box.close()

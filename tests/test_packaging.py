@@ -65,3 +65,20 @@ def test_autostart_toggle(tmp_path, monkeypatch):
     assert auto.enabled() and "Exec=" in text and "Name=Mneme" in text
     auto.set_enabled(False)
     assert not auto.enabled()
+
+
+def test_wheel_has_every_layer_both_commands_and_the_vocabulary(tmp_path):
+    import sys
+    import zipfile
+
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                    "-w", tmp_path, ROOT], check=True, capture_output=True)
+    wheel = next(tmp_path.glob("mneme-*.whl"))
+    with zipfile.ZipFile(wheel) as z:
+        names = set(z.namelist())
+        entry = next(z.read(n).decode() for n in names if n.endswith("entry_points.txt"))
+    for module in ("mneme/core/store.py", "mneme/app/main.py", "mneme/capture/pipeline.py",
+                   "mneme/models/llama.py", "mneme/models/data/minilm-vocab.txt"):
+        assert module in names
+    assert not any(n.startswith(("core/", "app/", "models/", "tests/")) for n in names)
+    assert "mneme = mneme.app.cli:main" in entry and "mneme-app = mneme.app.main:gui_main" in entry

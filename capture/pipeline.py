@@ -28,6 +28,7 @@ from mneme.core.records import FrameIn
 
 log = logging.getLogger(__name__)
 IMAGE_MAX_WIDTH = 1280
+LOSSLESS_MAX = 200_000  # bytes; above this a lossy copy is tried
 IMAGE_QUALITY = 45
 THUMB_WIDTH = 240
 MARGIN = 8  # px around a changed region, so words on its edge are read whole
@@ -76,6 +77,20 @@ def encode_webp(rgb: np.ndarray, width: int, quality: int) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="WEBP", quality=quality, method=4)
     return buf.getvalue()
+
+
+def encode_screen(rgb: np.ndarray) -> bytes:
+    """Screens are mostly flat colour and text: lossless WebP at full size is both sharp and small
+    (tens of KB). Photo-like screens compress badly that way; for them lossy at 1280 px is smaller."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="WEBP", lossless=True, quality=25, method=4)
+    lossless = buf.getvalue()
+    if len(lossless) <= LOSSLESS_MAX:
+        return lossless
+    lossy = encode_webp(rgb, IMAGE_MAX_WIDTH, IMAGE_QUALITY)
+    return min(lossless, lossy, key=len)
 
 
 def inside(word: ocr.Word, rects) -> bool:
@@ -236,7 +251,7 @@ class CapturePipeline:
                       p.time - self._last_image.get(p.monitor, float("-inf")) >= self.image_interval)
         if keep_image:
             self._last_image[p.monitor] = p.time
-            image = encode_webp(p.rgb, IMAGE_MAX_WIDTH, IMAGE_QUALITY)
+            image = encode_screen(p.rgb)
             thumb = encode_webp(p.rgb, THUMB_WIDTH, 40)
         else:
             image = thumb = b""

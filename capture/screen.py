@@ -22,7 +22,7 @@ class Screen:
     def __init__(self):
         import mss
 
-        self._sct = mss.mss()
+        self._sct = (getattr(mss, "MSS", None) or mss.mss)()
 
     def monitors(self) -> list[Monitor]:
         return [Monitor(i, m["left"], m["top"], m["width"], m["height"])

@@ -22,6 +22,7 @@ from mneme.core.records import Chunk, FrameIn, Hit, Message, Source
 
 CHUNK_CHARS = 800
 BIG_MATCH = 5000  # keyword matches past which all-terms documents are ranked first
+HUGE_MATCH = 8000  # …and past which the newest matches are taken instead of BM25-scoring them all
 
 MIGRATIONS: list[tuple[str, str]] = [
     ("m001_initial", """
@@ -389,6 +390,12 @@ class Store:
                                "ORDER BY bm25(chunks_fts) LIMIT ?", (match.replace(" OR ", " AND "), limit))
                 if len(best) >= limit:
                     return [(r[0], r[1]) for r in best]
+            if matches > HUGE_MATCH:
+                # Only near-ubiquitous terms are left: BM25 can barely tell the matches apart and
+                # would score every one of them. The newest matches are the useful ones.
+                return [(r[0], 0.0) for r in self._q(
+                    "SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY rowid DESC LIMIT ?",
+                    (match, limit))]
             return [(r[0], r[1]) for r in self._q(
                 "SELECT rowid, bm25(chunks_fts) AS r FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY r LIMIT ?",
                 (match, limit))]
@@ -423,7 +430,7 @@ class Store:
         while rarer ones remain: they add almost nothing to BM25 (IDF near zero) but cost a score
         for every match. Returns the query and its estimated number of matches."""
         terms = match.split(" OR ") if match else []
-        if len(terms) < 2:
+        if not terms:
             return match, 0
         with self._lock:
             if not self._vocab:
@@ -433,7 +440,7 @@ class Store:
             total = self._db.execute("SELECT max(rowid) FROM chunks").fetchone()[0] or 0
             df = {t: (self._db.execute("SELECT doc FROM temp.chunks_vocab WHERE term = ?",
                                        (t.strip('"'),)).fetchone() or (0,))[0] for t in terms}
-        if sum(df.values()) <= BIG_MATCH:  # cheap anyway: keep every term
+        if len(terms) == 1 or sum(df.values()) <= BIG_MATCH:  # cheap, or nothing to drop
             return match, sum(df.values())
         keep = [t for t in terms if df[t] <= max_share * total] or [min(terms, key=df.get)]
         return " OR ".join(keep), sum(df[t] for t in keep)

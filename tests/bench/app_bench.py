@@ -137,6 +137,11 @@ def keystroke_to_results(n: int = 100_000) -> list[float]:
 
 
 def main() -> int:
+    if sys.argv[1:] == ["--keystroke"]:
+        ks = sorted(keystroke_to_results())
+        print(f"| keystroke to results shown, 100k chunks | {statistics.median(ks):.0f} ms | "
+              f"{ks[int(len(ks) * 0.95) - 1]:.0f} ms |")
+        return 0
     procs = x_server()
     try:
         home = tempfile.mkdtemp(prefix="mneme-appbench-")

@@ -31,22 +31,25 @@ def _progress(desc: str, total: int | None = None, unit: str = "it"):
                 disable=False if force else None, leave=False)
 
 
-def _prompt(question: str) -> str:
-    if os.environ.get("MNEME_PASSPHRASE"):
-        return os.environ["MNEME_PASSPHRASE"]
+def _ask_secret(question: str, env: str, what: str = "a passphrase", twice: bool = False) -> str:
+    """From the environment variable *env* if set (automation), else asked on the terminal —
+    twice for a new one."""
+    if os.environ.get(env):
+        return os.environ[env]
     if not sys.stdin.isatty():
-        raise UserError("a passphrase is needed and there is no terminal to ask on",
-                        "set MNEME_PASSPHRASE")
-    return getpass.getpass(question)
+        raise UserError(f"{what} is needed and there is no terminal to ask on", f"set {env}")
+    first = getpass.getpass(question)
+    if twice and getpass.getpass("Repeat: " + question) != first:
+        raise UserError("the two passphrases differ", "run the command again")
+    return first
+
+
+def _prompt(question: str) -> str:
+    return _ask_secret(question, "MNEME_PASSPHRASE")
 
 
 def _prompt_new(question: str) -> str:
-    first = _prompt(question)
-    if os.environ.get("MNEME_PASSPHRASE"):
-        return first
-    if _prompt("Repeat passphrase: ") != first:
-        raise UserError("the two passphrases differ", "run the command again")
-    return first
+    return _ask_secret(question, "MNEME_PASSPHRASE", twice=True)
 
 
 def _date(value: str | None) -> float | None:
@@ -325,15 +328,7 @@ def cmd_config(args) -> int:
 
 
 def _vault_passphrase(new: bool) -> str:
-    if os.environ.get("MNEME_VAULT_PASSPHRASE"):
-        return os.environ["MNEME_VAULT_PASSPHRASE"]
-    if not sys.stdin.isatty():
-        raise UserError("a vault passphrase is needed and there is no terminal to ask on",
-                        "set MNEME_VAULT_PASSPHRASE")
-    first = getpass.getpass("Vault passphrase: ")
-    if new and getpass.getpass("Repeat vault passphrase: ") != first:
-        raise UserError("the two passphrases differ", "run the command again")
-    return first
+    return _ask_secret("Vault passphrase: ", "MNEME_VAULT_PASSPHRASE", "a vault passphrase", twice=new)
 
 
 def cmd_export(args) -> int:

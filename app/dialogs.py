@@ -33,6 +33,20 @@ def show_error(parent, exc: BaseException, details: str = "") -> QMessageBox:
     return box
 
 
+def password_field(placeholder: str = "") -> QLineEdit:
+    field = QLineEdit()
+    field.setEchoMode(QLineEdit.Password)
+    field.setPlaceholderText(placeholder)
+    return field
+
+
+def error_label() -> QLabel:
+    label = QLabel("")
+    label.setObjectName("error")
+    label.setStyleSheet("color: #b00020")
+    return label
+
+
 class UnlockDialog(QDialog):
     """Asks for the passphrase; *try_unlock(passphrase)* raises UserError when it is wrong, and the
     dialog stays open with the reason shown. Nothing is changed by a wrong passphrase."""
@@ -44,13 +58,9 @@ class UnlockDialog(QDialog):
         self.result_value = None
         layout = QVBoxLayout(self)
         layout.addWidget(QLabel(f"Your memory in {home} is locked.\nEnter its passphrase:"))
-        self.passphrase = QLineEdit()
-        self.passphrase.setEchoMode(QLineEdit.Password)
-        self.passphrase.setObjectName("passphrase")
+        self.passphrase = password_field()
         layout.addWidget(self.passphrase)
-        self.error = QLabel("")
-        self.error.setObjectName("error")
-        self.error.setStyleSheet("color: #b00020")
+        self.error = error_label()
         layout.addWidget(self.error)
         buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
         buttons.accepted.connect(self.attempt)
@@ -94,12 +104,8 @@ class Onboarding(QDialog):
             self.use_keyring.setText(self.use_keyring.text() + " — no keyring found on this system")
         layout.addWidget(self.use_keyring)
         layout.addWidget(self.use_passphrase)
-        self.passphrase = QLineEdit()
-        self.passphrase.setEchoMode(QLineEdit.Password)
-        self.passphrase.setPlaceholderText("passphrase")
-        self.passphrase2 = QLineEdit()
-        self.passphrase2.setEchoMode(QLineEdit.Password)
-        self.passphrase2.setPlaceholderText("repeat passphrase")
+        self.passphrase = password_field("passphrase")
+        self.passphrase2 = password_field("repeat passphrase")
         layout.addWidget(self.passphrase)
         layout.addWidget(self.passphrase2)
         self.exclusions = QCheckBox("Use the default exclusions (password managers, private windows)")
@@ -107,8 +113,7 @@ class Onboarding(QDialog):
         layout.addWidget(self.exclusions)
         self.consent = QCheckBox("Start capturing my screen now")
         layout.addWidget(self.consent)
-        self.error = QLabel("")
-        self.error.setStyleSheet("color: #b00020")
+        self.error = error_label()
         layout.addWidget(self.error)
         buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
         buttons.accepted.connect(self.attempt)

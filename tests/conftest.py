@@ -115,25 +115,14 @@ def xserver():
     if not shutil.which("Xvfb") or not shutil.which("openbox"):
         pytest.fail("Xvfb and openbox are needed: run `make test` (it installs them) or "
                     "apt-get install xvfb openbox")
+    from tests.helpers import xserver as xs
+
     display = f":{70 + os.getpid() % 200}"
-    xvfb = subprocess.Popen(["Xvfb", display, "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     old = os.environ.get("DISPLAY")
-    os.environ["DISPLAY"] = display
-    for _ in range(50):
-        if subprocess.run(["xdpyinfo"], capture_output=True).returncode == 0:
-            break
-        time.sleep(0.1)
-    wm = subprocess.Popen(["openbox"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(0.5)
+    procs = xs.start(display, "1280x800x24")
     yield display
-    wm.terminate()
-    xvfb.terminate()
-    wm.wait()
-    xvfb.wait()
+    xs.stop(procs)
     if old is None:
         os.environ.pop("DISPLAY", None)
     else:
         os.environ["DISPLAY"] = old
-
-

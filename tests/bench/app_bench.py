@@ -15,6 +15,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+from tests.helpers import xserver  # noqa: E402
 os.environ.setdefault("MNEME_PASSPHRASE", "bench")
 
 
@@ -32,17 +33,6 @@ def wait_window(name: str, timeout: float = 60) -> float:
             return time.perf_counter() - t
         time.sleep(0.005)
     raise TimeoutError(name)
-
-
-def x_server():
-    display = f":{120 + os.getpid() % 50}"
-    xvfb = subprocess.Popen(["Xvfb", display, "-screen", "0", "1920x1080x24", "-nolisten", "tcp"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    os.environ["DISPLAY"] = display
-    time.sleep(1)
-    wm = subprocess.Popen(["openbox"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(0.5)
-    return [xvfb, wm]
 
 
 def start_to_window(home: str) -> list[float]:
@@ -142,14 +132,13 @@ def main() -> int:
         print(f"| keystroke to results shown, 100k chunks | {statistics.median(ks):.0f} ms | "
               f"{ks[int(len(ks) * 0.95) - 1]:.0f} ms |")
         return 0
-    procs = x_server()
+    procs = xserver.start(f":{120 + os.getpid() % 50}")
     try:
         home = tempfile.mkdtemp(prefix="mneme-appbench-")
         start = start_to_window(home + "/start")
         probe = probe_measures(home + "/probe")
     finally:
-        for p in procs:
-            p.terminate()
+        xserver.stop(procs)
     keys = keystroke_to_results()
     print("\n### Desktop app (Xvfb 1920x1080, openbox)\n\n| what | median | p95 |\n|---|---|---|")
     print(f"| start to main window shown (warm caches) | {statistics.median(start):.2f} s | {max(start):.2f} s (max of 3) |")

@@ -21,6 +21,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+from tests.helpers import xserver  # noqa: E402
 WORDS = ("meeting budget invoice project deadline review customer release design report schedule "
          "marketing quarterly analysis account payment delivery contract feedback strategy").split()
 
@@ -28,16 +29,6 @@ WORDS = ("meeting budget invoice project deadline review customer release design
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def start_x(display: str):
-    xvfb = subprocess.Popen(["Xvfb", display, "-screen", "0", "1920x1080x24", "-nolisten", "tcp"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    os.environ["DISPLAY"] = display
-    time.sleep(1)
-    wm = subprocess.Popen(["openbox"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(0.5)
-    return [xvfb, wm]
 
 
 def run_capture(seconds: float, activity) -> dict:
@@ -116,13 +107,12 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=10)
     args = parser.parse_args()
     recall = ocr_recall()
-    procs = start_x(f":{150 + os.getpid() % 50}")
+    procs = xserver.start(f":{150 + os.getpid() % 50}")
     try:
         runs = {"static screen": run_capture(args.minutes * 60, static),
                 "office activity": run_capture(args.minutes * 60, office)}
     finally:
-        for p in procs:
-            p.terminate()
+        xserver.stop(procs)
     print(f"\n### Screen capture ({args.minutes:g} min per run, 1920x1080 Xvfb, default 3 s interval)\n")
     print("| run | CPU (share of one core) | frames stored | of which text only | unchanged skipped | deferred | "
           "capture→searchable p50 | p95 | MB stored per hour |\n|---|---|---|---|---|---|---|---|---|")

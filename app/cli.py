@@ -392,6 +392,8 @@ def cmd_capture(args) -> int:
                 stop.set()
                 runner.join()
         mem.wait_caught_up()
+    if hasattr(desk, "close"):
+        desk.close()
     stats = pipeline.stats.as_json()
     print(json.dumps(stats) if args.json else
           f"Stored {stats['frames_stored']} frames ({stats['unchanged']} unchanged skipped, "

@@ -65,6 +65,8 @@ class Controller(QObject):
         self.server = None
         self.errors: list[BaseException] = []
         self.locked = False
+        self._desktop = None          # for idle time, used on the GUI thread only
+        self._capture_desktop = None  # the capture thread's own connection
         self._idle_timer = QTimer(self, interval=30_000)
         self._idle_timer.timeout.connect(self.check_idle_lock)
         self._idle_timer.start()
@@ -161,9 +163,11 @@ class Controller(QObject):
             return False
         if idle_seconds is None:
             try:
-                from mneme.capture.window import desktop
+                if self._desktop is None:
+                    from mneme.capture.window import desktop
 
-                idle_seconds = desktop().idle_seconds()
+                    self._desktop = desktop()
+                idle_seconds = self._desktop.idle_seconds()
             except Exception:
                 return False
         if idle_seconds >= minutes * 60:
@@ -190,6 +194,7 @@ class Controller(QObject):
 
     def _unlocked(self, memory, restart_capture: bool) -> None:
         self.memory = memory
+        self._idle_timer.start()
         self.pause_state = PauseState(memory.home)
         self.locked = False
         self._assistant = None
@@ -208,7 +213,8 @@ class Controller(QObject):
             from mneme.capture.screen import Screen
             from mneme.capture.window import desktop
 
-            pipeline = CapturePipeline(self.memory, desktop(), Screen)
+            self._capture_desktop = desktop()
+            pipeline = CapturePipeline(self.memory, self._capture_desktop, Screen)
         except Exception as exc:
             log.warning("capture not started: %s", exc)
             return f"capture could not start: {exc}"
@@ -260,6 +266,12 @@ class Controller(QObject):
             self._capture_stop.set()
             self._capture_thread.join(30)
             self._capture_stop = self._capture_thread = None
+        for attr in ("_capture_desktop", "_desktop"):
+            desk = getattr(self, attr)
+            if desk is not None and hasattr(desk, "close"):
+                desk.close()
+            setattr(self, attr, None)
+        self._idle_timer.stop()
         for task in list(self.tasks.running):
             task.cancel.set()
         self.tasks.wait_all()

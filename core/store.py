@@ -22,7 +22,7 @@ from mneme.core.records import Chunk, FrameIn, Hit, Message, Source
 
 CHUNK_CHARS = 800
 BIG_MATCH = 5000  # keyword matches past which all-terms documents are ranked first
-HUGE_MATCH = 8000  # …and past which the newest matches are taken instead of BM25-scoring them all
+HUGE_MATCH = 5000  # …and past which the newest matches are taken instead of BM25-scoring them all
 
 MIGRATIONS: list[tuple[str, str]] = [
     ("m001_initial", """

@@ -53,7 +53,10 @@ class SourceView(QTextBrowser):
             body = f'<img src="frame-{source_id}" width="560"><pre>{html.escape(memory.store.source_text(source_id))}</pre>'
         else:
             lines = []
-            for s in memory.store.neighbours(source_id, 2, 2)[:2] + [src] + memory.store.neighbours(source_id, 2, 2)[2:]:
+            around = memory.store.neighbours(source_id, 2, 2)  # in time order, without src itself
+            before = [s for s in around if (s.time, s.id) < (src.time, src.id)]
+            after = [s for s in around if (s.time, s.id) > (src.time, src.id)]
+            for s in before + [src] + after:
                 text = html.escape(memory.store.source_text(s.id))
                 style = "background:#fff3b0" if s.id == source_id else ""
                 lines.append(f'<p style="{style}"><b>{html.escape(s.speaker)}</b> '

@@ -246,3 +246,20 @@ def test_an_unexpected_error_is_recorded_and_shown_with_details(controller, qtbo
     assert QApplication.clipboard().text() == "Traceback: boom"
     assert "Your memory is safe" in box.text()
     box.close()
+
+
+def test_source_view_shows_a_message_between_its_neighbours_in_time_order(controller, qtbot):
+    from mneme.app.views import SourceView
+
+    mem = controller.memory
+    mem.import_messages([msg(10, "first of the thread", conv="Thread", t=1_800_000_000),
+                         msg(11, "second of the thread", conv="Thread", t=1_800_000_060),
+                         msg(12, "third of the thread", conv="Thread", t=1_800_000_120)])
+    ids = {mem.store.source_text(sid): sid for (sid,) in mem.store._q(
+        "SELECT id FROM sources WHERE conversation = 'Thread'")}
+    view = SourceView()
+    qtbot.addWidget(view)
+    for shown in ("first of the thread", "second of the thread"):
+        view.show_source(mem, ids[shown])
+        text = view.toPlainText()
+        assert text.index("first") < text.index("second") < text.index("third")

@@ -40,10 +40,16 @@ def password_field(placeholder: str = "") -> QLineEdit:
     return field
 
 
-def error_label() -> QLabel:
+def error_and_buttons(dialog: QDialog, layout: QVBoxLayout) -> QLabel:
+    """The red error line and OK/Cancel every Mneme dialog ends with; OK calls dialog.attempt."""
     label = QLabel("")
     label.setObjectName("error")
     label.setStyleSheet("color: #b00020")
+    layout.addWidget(label)
+    buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
+    buttons.accepted.connect(dialog.attempt)
+    buttons.rejected.connect(dialog.reject)
+    layout.addWidget(buttons)
     return label
 
 
@@ -60,12 +66,7 @@ class UnlockDialog(QDialog):
         layout.addWidget(QLabel(f"Your memory in {home} is locked.\nEnter its passphrase:"))
         self.passphrase = password_field()
         layout.addWidget(self.passphrase)
-        self.error = error_label()
-        layout.addWidget(self.error)
-        buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
-        buttons.accepted.connect(self.attempt)
-        buttons.rejected.connect(self.reject)
-        layout.addWidget(buttons)
+        self.error = error_and_buttons(self, layout)
 
     def attempt(self) -> None:
         try:
@@ -113,12 +114,7 @@ class Onboarding(QDialog):
         layout.addWidget(self.exclusions)
         self.consent = QCheckBox("Start capturing my screen now")
         layout.addWidget(self.consent)
-        self.error = error_label()
-        layout.addWidget(self.error)
-        buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
-        buttons.accepted.connect(self.attempt)
-        buttons.rejected.connect(self.reject)
-        layout.addWidget(buttons)
+        self.error = error_and_buttons(self, layout)
 
     def mode(self) -> str:
         return "passphrase" if self.use_passphrase.isChecked() else "keyring"

@@ -106,21 +106,18 @@ class Index:
 
     def query(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
         """(chunk_id, cosine similarity) best first."""
-        with self._lock:
-            n = self._col.count()
-            if n == 0:
-                return []
-            res = self._col.query(query_embeddings=[np.asarray(vector, dtype=np.float32)],
-                                  n_results=min(k, n), include=["distances"])
-        return [(int(i), 1.0 - float(d)) for i, d in zip(res["ids"][0], res["distances"][0])]
+        return self._query(k, query_embeddings=[np.asarray(vector, dtype=np.float32)])
 
     def query_text(self, text: str, k: int) -> list[tuple[int, float]]:
         """Through the registered embedding function, as Chroma would do it itself."""
+        return self._query(k, query_texts=[text])
+
+    def _query(self, k: int, **query) -> list[tuple[int, float]]:
         with self._lock:
             n = self._col.count()
             if n == 0:
                 return []
-            res = self._col.query(query_texts=[text], n_results=min(k, n), include=["distances"])
+            res = self._col.query(n_results=min(k, n), include=["distances"], **query)
         return [(int(i), 1.0 - float(d)) for i, d in zip(res["ids"][0], res["distances"][0])]
 
     def close(self) -> None:

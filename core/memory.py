@@ -156,6 +156,7 @@ class Memory:
         counts = self.store.counts(self.embedder.id if self.embedder else "")
         lo, hi = self.store.time_range()
         size = sum(p.stat().st_size for p in self.home.glob("memory.db*") if p.is_file())
+        frames, frame_bytes = self.store.frame_usage()
         return {
             "home": str(self.home), "key_mode": self.meta.mode, **counts,
             "embedder": self.embedder.id if self.embedder else None,
@@ -163,7 +164,7 @@ class Memory:
                       "vectors": self.index.count() if self.index else 0},
             "first": lo, "last": hi, "store_bytes": size,
             "migrations": self.store.migrations(),
-            "frames": self.store.frame_usage()[0], "frame_bytes": self.store.frame_usage()[1],
+            "frames": frames, "frame_bytes": frame_bytes,
             "retention": {"days": self.config["retention_days"], "gb": self.config["retention_gb"]},
         }
 

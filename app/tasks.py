@@ -64,3 +64,39 @@ class TaskManager(QObject):
         for task in list(self.running):
             if task.thread is not None:
                 task.thread.join(timeout)
+
+
+class Latest:
+    """Search-as-you-type without a fixed pause: one query runs at a time off the GUI thread, and
+    keystrokes that arrive meanwhile collapse into the newest. A first keystroke is answered at
+    once; fast typing never queues up stale searches, and stale results are never shown."""
+
+    def __init__(self, tasks: TaskManager, fn: Callable[..., Any], on_done: Callable[[tuple, Any], None],
+                 on_failed: Callable[[BaseException, str], None]):
+        self.tasks, self.fn, self.on_done, self.on_failed = tasks, fn, on_done, on_failed
+        self.pending: tuple | None = None
+        self.busy = False
+
+    def submit(self, *args) -> None:
+        self.pending = args
+        if not self.busy:
+            self._next()
+
+    def _next(self) -> None:
+        if self.pending is None:
+            self.busy = False
+            return
+        args, self.pending = self.pending, None
+        self.busy = True
+        self.tasks.run(lambda _task: self.fn(*args), on_done=lambda result: self._finished(args, result),
+                       on_failed=self._failed)
+
+    def _finished(self, args: tuple, result: Any) -> None:
+        if self.pending is None:  # still the newest query: show it
+            self.on_done(args, result)
+        self._next()
+
+    def _failed(self, exc: BaseException, tb: str) -> None:
+        if self.pending is None:
+            self.on_failed(exc, tb)
+        self._next()

@@ -8,6 +8,7 @@ import re
 import time
 from datetime import datetime, timedelta
 
+from mneme.app.tasks import Latest
 from mneme.app.qt import (QCheckBox, QComboBox, QDateEdit, QDoubleSpinBox, QFormLayout, QHBoxLayout,
                           QImage, QLabel, QLineEdit, QListWidget, QListWidgetItem, QPixmap,
                           QPlainTextEdit, QProgressBar, QPushButton, QSize, QSlider, QSpinBox,
@@ -15,7 +16,6 @@ from mneme.app.qt import (QCheckBox, QComboBox, QDateEdit, QDoubleSpinBox, QForm
                           QApplication, QIcon)
 
 STREAM_BATCH_MS = 50
-TYPE_DELAY_MS = 40
 
 
 def when(ts: float) -> str:
@@ -45,12 +45,16 @@ class SourceView(QTextBrowser):
             return
         head = f"<h3>{html.escape(src.title or src.conversation or src.app)}</h3><p>{when(src.time)} · " \
                f"{html.escape(src.app)}</p>"
-        frame = memory.store.frame(source_id) if src.kind == "frame" else None
-        if frame is not None and not frame["image"]:
-            body = f"<pre>{html.escape(memory.store.source_text(source_id))}</pre>"
-        elif frame is not None:
-            self.document().addResource(3, f"frame-{source_id}", QImage.fromData(frame["image"]))
-            body = f'<img src="frame-{source_id}" width="560"><pre>{html.escape(memory.store.source_text(source_id))}</pre>'
+        if src.kind == "frame":
+            text = f"<pre>{html.escape(memory.store.source_text(source_id))}</pre>"
+            picture = memory.store.picture_for(source_id)
+            if picture is None:
+                body = text
+            else:
+                self.document().addResource(3, f"frame-{picture[0]}", QImage.fromData(picture[2]))
+                note = "" if picture[0] == source_id else \
+                    f"<p><i>The screen at {when(picture[1])}; the text below appeared on it at {when(src.time)}.</i></p>"
+                body = f'<img src="frame-{picture[0]}" width="560">{note}{text}'
         else:
             lines = []
             around = memory.store.neighbours(source_id, 2, 2)  # in time order, without src itself
@@ -186,12 +190,13 @@ class SearchView(QWidget):
         self.results.itemActivated.connect(self.open)
         self.results.itemClicked.connect(self.open)
         self.source = SourceView()
-        self.timer = QTimer(self, singleShot=True, interval=TYPE_DELAY_MS)
-        self.timer.timeout.connect(self.search)
+        self.latest = Latest(controller.tasks, self._query,
+                             on_done=lambda args, out: self.show_results(args[0], args[1], *out),
+                             on_failed=controller.error)
         for w in (self.query, self.app):
-            w.textChanged.connect(self.timer.start)
+            w.textChanged.connect(self.search)
         for w in (self.range, self.kind):
-            w.currentIndexChanged.connect(self.timer.start)
+            w.currentIndexChanged.connect(self.search)
         row = QHBoxLayout()
         row.addWidget(self.query, 1)
         row.addWidget(self.range)
@@ -215,10 +220,13 @@ class SearchView(QWidget):
         since = time.time() - days * 86400 if days else None
         kinds = self.KINDS[self.kind.currentText()]
         app = self.app.text().strip() or None
-        self.c.tasks.run(lambda task: self.c.memory.search(q, 30, since=since, app=app, kinds=kinds),
-                         on_done=lambda result: self.show(seq, q, result), on_failed=self.c.error)
+        self.latest.submit(seq, q, since, app, kinds)
 
-    def show(self, seq: int, q: str, result) -> None:
+    def _query(self, seq, q, since, app, kinds):  # on a worker thread
+        result = self.c.memory.search(q, 30, since=since, app=app, kinds=kinds)
+        return result, self.c.memory.store.thumbs([h.source_ids[0] for h in result.hits if h.kind == "frame"])
+
+    def show_results(self, seq: int, q: str, result, thumbs: dict[int, bytes] | None = None) -> None:
         if seq != self.seq:
             return  # a newer keystroke already asked again
         self.results.clear()
@@ -229,10 +237,9 @@ class SearchView(QWidget):
             label.setWordWrap(True)
             item.setData(Qt.UserRole, hit.source_ids[0])
             item.setSizeHint(QSize(400, 64))
-            if hit.kind == "frame":
-                frame = self.c.memory.store.frame(hit.source_ids[0])
-                if frame and frame["thumb"]:
-                    item.setIcon(QIcon(pixmap(frame["thumb"])))
+            thumb = (thumbs or {}).get(hit.source_ids[0])
+            if thumb:
+                item.setIcon(QIcon(pixmap(thumb)))
             self.results.addItem(item)
             self.results.setItemWidget(item, label)
         self.shown = result
@@ -298,12 +305,17 @@ class TimelineView(QWidget):
             self.text.setPlainText("")
             return
         sid, ts, app, title = self.frames[i]
-        frame = self.c.memory.store.frame(sid)
-        if frame["image"]:
-            self.image.setPixmap(pixmap(frame["image"]).scaledToWidth(640, Qt.SmoothTransformation))
+        picture = self.c.memory.store.picture_for(sid)
+        if picture is not None:
+            self.image.setPixmap(pixmap(picture[2]).scaledToWidth(640, Qt.SmoothTransformation))
         else:
             self.image.setPixmap(QPixmap())
-            self.image.setText("Text only: the picture of this moment was not kept\n(see Settings → image interval).")
+            self.image.setText("No picture kept yet on this monitor.")
+        if picture is not None and picture[0] != sid:
+            self.image.setToolTip(f"The screen at {when(picture[1])}: pictures are kept every image interval "
+                                  "(Settings); the text below is what appeared at this moment.")
+        else:
+            self.image.setToolTip("")
         self.caption.setText(f"{when(ts)} · {app} · {title}  ({i + 1} of {len(self.frames)})")
         self.text.setPlainText(self.c.memory.store.source_text(sid))
         self.current = sid

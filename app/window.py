@@ -7,6 +7,7 @@ import html
 from mneme.app.qt import (QAction, QColor, QFileDialog, QIcon, QLabel, QLineEdit, QListWidget,
                           QMainWindow, QMenu, QPainter, QPixmap, QProgressDialog, QSystemTrayIcon, Qt,
                           QTabWidget, QTimer, QVBoxLayout, QWidget, QGuiApplication, QListWidgetItem)
+from mneme.app.tasks import Latest
 from mneme.app.views import AskView, SearchView, SettingsView, TimelineView, highlight, when
 
 
@@ -145,9 +146,10 @@ class RecallOverlay(QWidget):
         layout.addWidget(self.input)
         layout.addWidget(self.results)
         self.resize(720, 420)
-        self.timer = QTimer(self, singleShot=True, interval=40)
-        self.timer.timeout.connect(self.search)
-        self.input.textChanged.connect(self.timer.start)
+        self.latest = Latest(controller.tasks, lambda seq, q: controller.memory.search(q, 8),
+                             on_done=lambda args, result: self.show_results(*args, result),
+                             on_failed=controller.error)
+        self.input.textChanged.connect(self.search)
         self.input.returnPressed.connect(self.ask)
 
     def popup(self) -> None:
@@ -174,8 +176,7 @@ class RecallOverlay(QWidget):
         if not q:
             self.results.clear()
             return
-        self.c.tasks.run(lambda task: self.c.memory.search(q, 8), on_done=lambda r: self.show_results(seq, q, r),
-                         on_failed=self.c.error)
+        self.latest.submit(seq, q)
 
     def show_results(self, seq, q, result) -> None:
         if seq != self.seq:

@@ -20,9 +20,14 @@ def small_grey(rgb: np.ndarray) -> np.ndarray:
 
 
 def changed_tiles(prev: np.ndarray, cur: np.ndarray) -> np.ndarray:
-    h, w = (cur.shape[0] // TILE) * TILE, (cur.shape[1] // TILE) * TILE
-    diff = np.abs(cur[:h, :w] - prev[:h, :w])
-    return diff.reshape(h // TILE, TILE, w // TILE, TILE).mean(axis=(1, 3)) > THRESHOLD
+    """Tiles whose mean difference passes THRESHOLD; partial tiles at the right and bottom edges
+    count too (a status line at the bottom of a 1080-line screen is in one)."""
+    diff = np.abs(cur - prev)
+    pad = ((0, -diff.shape[0] % TILE), (0, -diff.shape[1] % TILE))
+    th, tw = (diff.shape[0] + pad[0][1]) // TILE, (diff.shape[1] + pad[1][1]) // TILE
+    sums = np.pad(diff, pad).reshape(th, TILE, tw, TILE).sum(axis=(1, 3))
+    counts = np.pad(np.ones_like(diff), pad).reshape(th, TILE, tw, TILE).sum(axis=(1, 3))
+    return sums / counts > THRESHOLD
 
 
 def regions(tiles: np.ndarray, full_w: int, full_h: int) -> list[tuple[int, int, int, int]]:
@@ -43,8 +48,8 @@ def regions(tiles: np.ndarray, full_w: int, full_h: int) -> list[tuple[int, int,
                     if 0 <= ny < tiles.shape[0] and 0 <= nx < tiles.shape[1] and tiles[ny, nx] and not seen[ny, nx]:
                         seen[ny, nx] = True
                         stack.append((ny, nx))
-        x, y = x0 * step, y0 * step
-        out.append((x, y, min(full_w, (x1 + 1) * step) - x, min(full_h, (y1 + 1) * step) - y))
+        x, y = int(x0) * step, int(y0) * step
+        out.append((x, y, min(full_w, (int(x1) + 1) * step) - x, min(full_h, (int(y1) + 1) * step) - y))
     return out
 
 
@@ -70,3 +75,53 @@ class ChangeDetector:
 
     def reset(self) -> None:
         self._prev.clear()
+
+
+SCROLL_MIN_ROWS = 40     # px: regions shorter than this are just read again
+SCROLLBAR = 24           # px at a region's right edge left out of row matching (a moving scrollbar thumb)
+
+
+def row_signatures(rgb: np.ndarray) -> np.ndarray:
+    """One number per pixel row; equal rows give equal numbers (a fixed random projection)."""
+    flat = rgb.reshape(rgb.shape[0], -1)
+    weights = np.random.default_rng(flat.shape[1]).random(flat.shape[1], dtype=np.float32)
+    return flat.astype(np.float32) @ weights
+
+
+def scroll_shift(prev: np.ndarray, cur: np.ndarray) -> tuple[int, list[tuple[int, int]]] | None:
+    """How *cur* relates to *prev* row by row: (dy, row spans of *cur* that must be read again),
+    where row i of *cur* shows what row i + dy of *prev* showed (dy 0: changed in place); None when
+    too few rows agree at any shift.
+
+    Rows are matched exactly, so a terminal or a page scrolled by whole pixels is found; the
+    newly exposed rows and any row that also changed in place (a caret, a fixed header) are what is
+    left to read. A scrolled screen then costs an OCR of a strip instead of the whole screen."""
+    h = cur.shape[0]
+    if h < SCROLL_MIN_ROWS or prev.shape != cur.shape:
+        return None
+    band = slice(0, max(1, cur.shape[1] - SCROLLBAR))
+    sp, sc = row_signatures(prev[:, band]), row_signatures(cur[:, band])
+    values, counts = np.unique(sc, return_counts=True)
+    inked = sc != values[counts.argmax()]  # rows other than the background
+    if inked.sum() < 8:
+        return None
+    best, best_dy = -1, 0
+    for dy in range(-(h - h // 4), h - h // 4 + 1):
+        i0, i1 = max(0, -dy), min(h, h - dy)
+        score = int(np.count_nonzero((sc[i0:i1] == sp[i0 + dy:i1 + dy]) & inked[i0:i1]))
+        if score > best or (score == best and abs(dy) < abs(best_dy)):
+            best, best_dy = score, dy
+    dy = best_dy
+    overlap = np.arange(max(0, -dy), min(h, h - dy))
+    if best < 0.5 * inked[overlap].sum():
+        return None
+    same = np.zeros(h, dtype=bool)
+    same[overlap] = sc[overlap] == sp[overlap + dy]
+    spans, start = [], None
+    for i in range(h + 1):
+        if i < h and not same[i]:
+            start = i if start is None else start
+        elif start is not None:
+            spans.append((start, i))
+            start = None
+    return dy, spans

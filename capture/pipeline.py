@@ -7,11 +7,13 @@ Capture never waits for OCR: the queue is bounded, and when it is full the frame
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
 import logging
 import queue
+import re
 import threading
 import time
 from collections import Counter
@@ -19,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mneme.capture import ocr, redact
+from mneme.capture import change, ocr, redact
 from mneme.capture.change import ChangeDetector
 from mneme.capture.privacy import Exclusions, mask
 from mneme.capture.window import Desktop, Window
@@ -31,7 +33,13 @@ IMAGE_MAX_WIDTH = 1280
 LOSSLESS_MAX = 200_000  # bytes; above this a lossy copy is tried
 IMAGE_QUALITY = 45
 THUMB_WIDTH = 240
+HOLD_AREA = 0.05  # share of a monitor: a change this small that is still changing waits a tick
+MIN_IMAGE_GAP = 10.0  # s: the least time between two pictures of one monitor
+PALETTE_COLOURS = 16
+PALETTE_MAX_ERROR = 2.0  # mean absolute error per channel (0–255) a palette picture may have
 MARGIN = 8  # px around a changed region, so words on its edge are read whole
+WORD_GAP = 6  # px without ink that separate two words
+LINE_REACH = 48  # px a strip to read may grow to reach a blank row (a line of text is less)
 
 
 @dataclass
@@ -41,6 +49,7 @@ class Pending:
     rgb: np.ndarray
     regions: list[tuple[int, int, int, int]]
     window: Window | None
+    seen: float = 0.0  # when the change was first seen (a held change is older than its frame)
 
 
 @dataclass
@@ -51,15 +60,18 @@ class Stats:
     unchanged: int = 0
     deferred: int = 0          # queue full: compared again next tick
     text_only: int = 0         # stored with text but no picture (image_interval)
+    no_new_text: int = 0       # changed pixels but no new line of text and no picture due: not stored
+    scrolls: int = 0           # regions recognised as scrolled: only their new rows were read
+    held: int = 0              # small changes still changing, read a tick later (typing)
     skipped: Counter = field(default_factory=Counter)  # paused, locked, idle, excluded
     masked: int = 0
     redacted: Counter = field(default_factory=Counter)
-    latencies: list[float] = field(default_factory=list)  # capture → stored, seconds
+    latencies: list[float] = field(default_factory=list)  # change first seen → stored, seconds
 
     def as_json(self) -> dict:
         return {"ticks": self.ticks, "frames_queued": self.frames_queued,
                 "frames_stored": self.frames_stored, "unchanged": self.unchanged,
-                "deferred": self.deferred, "text_only": self.text_only, "skipped": dict(self.skipped), "masked": self.masked,
+                "deferred": self.deferred, "text_only": self.text_only, "no_new_text": self.no_new_text, "scrolls": self.scrolls, "held": self.held, "skipped": dict(self.skipped), "masked": self.masked,
                 "redacted": dict(self.redacted),
                 "latency_p50": _pct(self.latencies, 50), "latency_p95": _pct(self.latencies, 95)}
 
@@ -80,17 +92,75 @@ def encode_webp(rgb: np.ndarray, width: int, quality: int) -> bytes:
 
 
 def encode_screen(rgb: np.ndarray) -> bytes:
-    """Screens are mostly flat colour and text: lossless WebP at full size is both sharp and small
-    (tens of KB). Photo-like screens compress badly that way; for them lossy at 1280 px is smaller."""
+    """Screens are mostly flat colour and text. Such a screen fits a 16-colour palette with no
+    visible loss (anti-aliased text included), and a palette PNG of a dense full-HD terminal is
+    about half its lossless WebP. Other screens: lossless WebP at full size when small, else lossy
+    WebP at 1280 px, whichever is smaller."""
     from PIL import Image
 
+    img = Image.fromarray(rgb)
+    small = rgb[::4, ::4]
+    probe = Image.fromarray(small).quantize(PALETTE_COLOURS, Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    if np.abs(np.asarray(probe.convert("RGB"), dtype=np.int16) - small).mean() <= PALETTE_MAX_ERROR:
+        buf = io.BytesIO()
+        img.quantize(PALETTE_COLOURS, Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
+            buf, format="PNG", compress_level=6)
+        return buf.getvalue()
     buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="WEBP", lossless=True, quality=25, method=4)
+    img.save(buf, format="WEBP", lossless=True, quality=25, method=4)
     lossless = buf.getvalue()
     if len(lossless) <= LOSSLESS_MAX:
         return lossless
     lossy = encode_webp(rgb, IMAGE_MAX_WIDTH, IMAGE_QUALITY)
     return min(lossless, lossy, key=len)
+
+
+def whole_lines(rgb: np.ndarray, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Row spans grown to the nearest blank row on each side (a row with no text crosses few edges),
+    so no line of text is cut in two; spans that then touch are merged."""
+    h, out = rgb.shape[0], []
+    for a, b in spans:
+        top, bottom = max(0, a - LINE_REACH), min(h, b + LINE_REACH)
+        rows = np.concatenate([np.arange(top, a), np.arange(b, bottom)])  # only the rows it may grow into
+        grey = rgb[rows, :, 1].astype(np.int16)
+        blank = dict(zip(rows.tolist(), ((np.abs(np.diff(grey, axis=1)) > 24).sum(axis=1) <= 4).tolist()))
+        lo = next((i for i in range(a - 1, top - 1, -1) if blank[i]), top)
+        hi = next((i + 1 for i in range(b, bottom) if blank[i]), bottom)
+        if out and lo <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
+
+
+def changed_columns(before: np.ndarray, now: np.ndarray, dy: int, lo: int, hi: int) -> tuple[int, int] | None:
+    """The columns of rows lo:hi of *now* worth reading, grown to a gap between words on each side:
+    where the rows can be compared with *before* (shifted by dy), the columns that differ; where a
+    scroll brought them in, the columns with anything on them. Typing at the end of a line reads
+    the word being typed, and a new line at the bottom of a terminal reads its few words."""
+    w = now.shape[1]
+    strip = now[lo:hi, :, 1]
+    ink = (strip.max(axis=0).astype(np.int16) - strip.min(axis=0)) > 24
+    a, b = max(lo, -dy), min(hi, before.shape[0] - dy)  # the rows that have a counterpart
+    wanted = np.zeros(w, dtype=bool)
+    if a < b:
+        wanted |= (now[a:b] != before[a + dy:b + dy]).any(axis=(0, 2))
+    if a > lo or b < hi or a >= b:  # rows brought in: whatever is on them
+        brought = np.concatenate([np.arange(lo, min(a, hi)), np.arange(max(b, lo), hi)]) if a < b else np.arange(lo, hi)
+        rows = now[brought, :, 1]
+        wanted |= (rows.max(axis=0).astype(np.int16) - rows.min(axis=0)) > 24
+    cols = np.flatnonzero(wanted)
+    if not cols.size:
+        return None
+    c0, run = int(cols[0]), 0
+    while c0 > 0 and run < WORD_GAP:
+        c0 -= 1
+        run = 0 if ink[c0] else run + 1
+    c1, run = int(cols[-1]) + 1, 0
+    while c1 < w and run < WORD_GAP:
+        run = 0 if ink[c1] else run + 1
+        c1 += 1
+    return c0, c1
 
 
 def inside(word: ocr.Word, rects) -> bool:
@@ -116,9 +186,16 @@ class CapturePipeline:
         self._words: dict[int, list[ocr.Word]] = {}
         self.image_interval = memory.config["image_interval"]
         self._last_image: dict[int, float] = {}
+        self._frames: dict[int, np.ndarray] = {}  # each monitor's last frame read (to recognise a scroll)
+        self._seen: dict[int, set[str]] = {}      # lines on each monitor at its last frame
+        self._context: dict[int, tuple | None] = {}  # (app, page) of each monitor's last frame
         self._screen = None
         self._worker: threading.Thread | None = None
         self._last_window: int | None = None
+        self._last_small: dict[int, np.ndarray] = {}   # each monitor's last grab, downscaled
+        self._first_seen: dict[int, float] = {}        # when a change not yet queued was first seen
+        self._window_of: dict[int, int | None] = {}    # active window id at each monitor's last frame
+        self._flushing = False
 
     # -- capture side (one thread) --------------------------------------------------------------
     def why_not(self) -> str | None:
@@ -152,25 +229,47 @@ class CapturePipeline:
             masked = mask(rgb, hidden, (mon.left, mon.top))
             self.stats.masked += masked
             small, changed = self.detector.compare(mon.index, rgb)
+            last, self._last_small[mon.index] = self._last_small.get(mon.index), small
             if changed is None:
                 self.stats.unchanged += 1
+                self._first_seen.pop(mon.index, None)
+                continue
+            seen = self._first_seen.setdefault(mon.index, now)
+            if self._hold(mon.index, rgb, changed, last, small, now - seen, window):
+                self.stats.held += 1
                 continue
             try:
-                self.queue.put_nowait(Pending(now, mon.index, rgb, changed, window))
+                self.queue.put_nowait(Pending(now, mon.index, rgb, changed, window, seen))
             except queue.Full:
                 self.stats.deferred += 1
                 log.warning("OCR queue full: frame of monitor %d deferred", mon.index)
                 continue
             self.detector.accept(mon.index, small)
+            self._first_seen.pop(mon.index, None)
+            self._window_of[mon.index] = window.id if window else None
             self.stats.frames_queued += 1
             queued += 1
         if hidden and not window:
             self.stats.skipped["excluded"] += 1
         return queued
 
+    def _hold(self, monitor, rgb, changed, last, small, waited, window) -> bool:
+        """Whether to wait one tick with a small change that is still changing (a line being typed):
+        the next tick reads it once, as it then is, instead of each keystroke's state. Only the first
+        sight of a change is held (it is read a tick later at most); a new window never is."""
+        if self._flushing or last is None or last.shape != small.shape or waited > 0:
+            return False
+        if self._window_of.get(monitor) != (window.id if window else None):
+            return False
+        area = sum(w * h for _, _, w, h in changed) / (rgb.shape[0] * rgb.shape[1])
+        return area <= HOLD_AREA and bool(change.changed_tiles(last, small).any())
+
     def window_changed(self) -> bool:
-        win = self.desktop.active()
-        wid = win.id if win else None
+        if hasattr(self.desktop, "active_id"):
+            wid = self.desktop.active_id()
+        else:
+            win = self.desktop.active()
+            wid = win.id if win else None
         changed = wid != self._last_window
         self._last_window = wid
         return changed
@@ -186,6 +285,9 @@ class CapturePipeline:
                     next_at = time.monotonic() + self.interval
                 stop.wait(poll)
         finally:
+            if self._first_seen:  # a change held back for a tick: take it now (nothing seen is lost)
+                self._flushing = True
+                self.tick()
             self.stop_worker()
             if self._screen is not None:
                 self._screen.close()
@@ -228,42 +330,84 @@ class CapturePipeline:
         h, w = p.rgb.shape[:2]
         grown = [(max(0, x - MARGIN), max(0, y - MARGIN), min(w, x + rw + MARGIN) - max(0, x - MARGIN),
                   min(h, y + rh + MARGIN) - max(0, y - MARGIN)) for x, y, rw, rh in p.regions]
-        kept = [wd for wd in self._words.get(p.monitor, []) if not inside(wd, grown)]
-        fresh = []
+        previous = self._words.get(p.monitor, [])
+        words = [wd for wd in previous if not inside(wd, grown)]
+        before = self._frames.get(p.monitor)
+        fresh_area = 0  # pixels read anew (a scroll's carried rows are not new)
         for x, y, rw, rh in grown:
-            fresh.extend(wd for wd in self.ocr_fn(p.rgb[y:y + rh, x:x + rw], (x, y)) if inside(wd, grown))
-        words = kept + fresh
+            area = (x, y, rw, rh)
+            shift = None if before is None or before.shape != p.rgb.shape else \
+                change.scroll_shift(before[y:y + rh, x:x + rw], p.rgb[y:y + rh, x:x + rw])
+            if shift is None:
+                reads = [area]
+            else:  # scrolled: carry the words along, read only what is new or changed in place
+                dy, spans = shift
+                self.stats.scrolls += dy != 0
+                was, now = before[y:y + rh, x:x + rw], p.rgb[y:y + rh, x:x + rw]
+                reads = [(x + cols[0], y + a, cols[1] - cols[0], b - a) for a, b in whole_lines(now, spans)
+                         if (cols := changed_columns(was, now, dy, a, b))]
+                for wd in previous:
+                    if inside(wd, [area]):
+                        moved = dataclasses.replace(wd, top=wd.top - dy)
+                        if y <= moved.top and moved.top + moved.height <= y + rh and not inside(moved, reads):
+                            words.append(moved)
+            fresh_area += sum(rrw * rrh for _, _, rrw, rrh in reads)
+            for rx, ry, rrw, rrh in reads:
+                words.extend(wd for wd in self.ocr_fn(p.rgb[ry:ry + rrh, rx:rx + rrw], (rx, ry))
+                             if inside(wd, [(rx, ry, rrw, rrh)]))
         self._words[p.monitor] = words
-        text, found = redact.redact(ocr.to_text(words))
+        self._frames[p.monitor] = p.rgb
+        _, found = redact.redact(ocr.to_text(words))
         self.stats.redacted.update(found)
-        if found:  # boxes of redacted words must not keep the secret either
-            clean = set(redact.redact(" ".join(wd.text for wd in words))[0].split())
-            words_json = [[wd.text if wd.text in clean else "[redacted]", wd.left, wd.top, wd.width, wd.height]
-                          for wd in words]
-        else:
-            words_json = [[wd.text, wd.left, wd.top, wd.width, wd.height] for wd in words]
+        clean = set(redact.redact(" ".join(wd.text for wd in words))[0].split()) if found else None
+
+        def shown(wd: ocr.Word) -> str:  # a redacted word keeps its box but not its text
+            return wd.text if clean is None or wd.text in clean else "[redacted]"
+
         if found:
             self._blank_secrets(p.rgb, words, clean)
-        # Text is kept for every change; the picture only every image_interval seconds per monitor,
-        # or when much of the screen changed (a new window, a page) — typing does not fill the disk.
-        changed_area = sum(rw * rh for _, _, rw, rh in p.regions) / (w * h)
-        keep_image = (changed_area > 1 / 3 or
-                      p.time - self._last_image.get(p.monitor, float("-inf")) >= self.image_interval)
+        # Only lines not already on this monitor's screen (in this window) are stored as the frame's
+        # text: what stays on screen is remembered once, at the moment it appeared.
+        win = p.window
+        context = (win.app, win.page) if win else None
+        lines = [(" ".join(wd.text for wd in line), line) for line in ocr.lines(words)]  # in memory only
+        seen = self._seen.get(p.monitor) if self._context.get(p.monitor) == context else None
+        new = [(t, line) for t, line in lines if seen is None or t not in seen]
+        self._seen[p.monitor] = {t for t, _ in lines}
+        # The picture: every image_interval per monitor; sooner (not within MIN_IMAGE_GAP) for a new
+        # window or over a third of the screen new (a scroll's carried rows are not new) — typing and
+        # scrolling do not fill the disk.
+        changed_area = fresh_area / (w * h)
+        since = p.time - self._last_image.get(p.monitor, float("-inf"))
+        new_window = self._context.get(p.monitor) != context
+        self._context[p.monitor] = context
+        keep_image = since >= self.image_interval or (
+            since >= MIN_IMAGE_GAP and (changed_area > 1 / 3 or new_window))
+        if not new and not keep_image:
+            self.stats.no_new_text += 1
+            return None
+        text = redact.redact("\n".join(t for t, _ in new))[0]
+        secret = {wd.text for _, line in new for wd in line if shown(wd) != wd.text}
+        if secret:  # found only with context from lines stored earlier: still never stored
+            text = re.sub(r"\S+", lambda m: "[redacted]" if m.group() in secret else m.group(), text)
+        # Boxes locate words in a picture; a text-only frame has none of its own, so it keeps none.
+        words_json = [[shown(wd), wd.left, wd.top, wd.width, wd.height] for wd in words] if keep_image else []
         if keep_image:
+            log.debug("picture of monitor %d: %.0f s since the last, %.0f%% changed, window %s", p.monitor, since,
+                      changed_area * 100, "new" if new_window else "same")
             self._last_image[p.monitor] = p.time
             image = encode_screen(p.rgb)
             thumb = encode_webp(p.rgb, THUMB_WIDTH, 40)
         else:
             image = thumb = b""
             self.stats.text_only += 1
-        win = p.window
         digest = hashlib.sha256(image).hexdigest()[:16]
         sid = self.memory.add_frame(FrameIn(
             external_id=f"{p.time:.3f}-{p.monitor}-{digest}", time=p.time, monitor=p.monitor,
             app=win.app if win else "", title=(win.page if win else ""), width=w, height=h,
-            image=image, thumb=thumb, text=text, words_json=json.dumps(words_json)))
+            image=image, thumb=thumb, text=text, words_json=json.dumps(words_json, separators=(",", ":"))))
         self.stats.frames_stored += 1
-        self.stats.latencies.append(time.time() - p.time)
+        self.stats.latencies.append(time.time() - (p.seen or p.time))
         return sid
 
     @staticmethod

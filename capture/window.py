@@ -108,6 +108,14 @@ class X11Desktop:
         return Window(wid, app, title if isinstance(title, str) else str(title),
                       -pos.x, -pos.y, geo.width, geo.height)
 
+    def active_id(self) -> int | None:
+        """Just the active window's id: one property read (polled several times a second)."""
+        value = self._prop(self._root, "_NET_ACTIVE_WINDOW")
+        if value is not None and len(value):
+            return int(value[0]) or None
+        focus = self._d.get_input_focus().focus
+        return focus.id if hasattr(focus, "id") and focus.id != self._root.id else None
+
     def active(self) -> Window | None:
         value = self._prop(self._root, "_NET_ACTIVE_WINDOW")
         if value is not None and len(value):

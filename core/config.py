@@ -33,9 +33,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("low_memory", bool, False, "Keep model weights file-backed (no repacking) to save RAM."),
     Setting("search_limit", int, 10, "Hits shown by default.", 1),
     Setting("capture_interval", float, 3.0, "Seconds between screen captures.", 0.2),
-    Setting("image_interval", float, 30.0,
-            "Keep a frame's image at most this often per monitor (text is kept for every change); "
-            "a change of over a third of the screen always keeps one.", 0),
+    Setting("image_interval", float, 60.0,
+            "Keep a screen picture this often per monitor (new text is kept at every change); a new "
+            "window or a change of over a third of the screen keeps one sooner, at most every 10 s.", 0),
     Setting("idle_pause_seconds", int, 300, "Stop capturing after this long without input; 0 = never.", 0),
     Setting("retention_days", int, 90, "Delete screen frames older than this; 0 = keep forever.", 0),
     Setting("retention_gb", float, 10.0, "Delete oldest frames past this size; 0 = no limit.", 0),

@@ -253,6 +253,22 @@ class Store:
         keys = ("source_id", "monitor", "width", "height", "image", "thumb", "words", "time", "app", "title")
         return dict(zip(keys, rows[0]))
 
+    def thumbs(self, source_ids: Sequence[int]) -> dict[int, bytes]:
+        """Timeline thumbnails of frames (frames without a picture are left out)."""
+        if not source_ids:
+            return {}
+        return dict(self._q(f"SELECT source_id, thumb FROM frames WHERE length(thumb) > 0 AND source_id IN "
+                            f"({','.join('?' * len(source_ids))})", list(source_ids)))
+
+    def picture_for(self, source_id: int) -> tuple[int, float, bytes] | None:
+        """The picture of a frame: its own, or for a text-only frame the latest one before it on the
+        same monitor (what the screen looked like then, apart from the new lines)."""
+        rows = self._q("SELECT f.source_id, s.time, f.image FROM frames f JOIN sources s ON s.id = f.source_id "
+                       "WHERE f.monitor = (SELECT monitor FROM frames WHERE source_id = ?) "
+                       "AND s.time <= (SELECT time FROM sources WHERE id = ?) AND length(f.image) > 0 "
+                       "ORDER BY s.time DESC LIMIT 1", (source_id, source_id))
+        return tuple(rows[0]) if rows else None
+
     def frames_between(self, since: float, until: float) -> list[tuple[int, float, str, str]]:
         return self._q("SELECT s.id, s.time, s.app, s.title FROM sources s WHERE s.kind = 'frame' "
                        "AND s.time >= ? AND s.time < ? ORDER BY s.time", (since, until))

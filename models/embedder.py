@@ -50,6 +50,7 @@ class MiniLMEmbedder:
         opts.intra_op_num_threads = threads or min(2, len(os.sched_getaffinity(0)))
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # no busy-wait between calls
         self._session = ort.InferenceSession(str(_verified_model()), opts,
                                              providers=["CPUExecutionProvider"])
         self._tok = BertWordPieceTokenizer(str(_vocab_path()), lowercase=True)

@@ -29,6 +29,16 @@ def test_change_detector_skips_same_and_finds_the_changed_region():
     assert det.compare(1, img2)[1] == rects
 
 
+def test_a_change_in_the_bottom_edge_tiles_is_seen():
+    det = change.ChangeDetector()
+    img = np.full((1080, 1920, 3), 240, dtype=np.uint8)
+    det.accept(1, det.compare(1, img)[0])
+    status = img.copy()
+    status[1050:1070, 100:1800] = 0  # a status line below the last whole 64-px tile row
+    (x, y, w, h), = det.compare(1, status)[1]
+    assert y <= 1050 and y + h == 1080 and x <= 100
+
+
 def test_tiny_noise_is_not_a_change():
     det = change.ChangeDetector()
     img = np.full((720, 1280, 3), 200, dtype=np.uint8)
@@ -123,7 +133,7 @@ def frames(n):
     out = []
     for i in range(n):
         img = np.full((240, 320, 3), 255, dtype=np.uint8)
-        img[20 * i % 200: 20 * i % 200 + 16, 10:300] = 0
+        img[20 * i % 200: 20 * i % 200 + 16, 10:200 + 10 * i] = 0  # new content, not the old moved
         out.append(img)
     return out
 
@@ -134,7 +144,7 @@ def test_full_queue_defers_without_blocking_and_reports(open_mem):
 
     def fake_ocr(rgb, offset):
         ocr_calls.append(offset)
-        return []
+        return line_ocr(rgb, offset)
 
     screens = FakeScreen(frames(6))
     pipe = CapturePipeline(mem, FakeDesktop(), lambda: screens, queue_size=1, idle_after=0, ocr_fn=fake_ocr)
@@ -191,17 +201,179 @@ def test_retention_deletes_oldest_frames(open_mem):
     assert mem.search("frame text 4").hits[0].kind == "frame"
 
 
+def line_ocr(rgb, offset):
+    """Reads each dark bar of frames() as one line naming its position (a stand-in for tesseract)."""
+    from mneme.capture.ocr import Word
+
+    rows = np.flatnonzero(rgb[:, :, 0].min(axis=1) < 128)
+    if not rows.size:
+        return []
+    top = int(rows[0]) + offset[1]
+    return [Word(f"bar{top}", offset[0] + 10, top, 80, 16), Word("text", offset[0] + 100, top, 40, 16)]
+
+
 def test_small_changes_keep_text_but_not_every_picture(open_mem):
     mem = open_mem()
     screens = FakeScreen(frames(4))
-    pipe = CapturePipeline(mem, FakeDesktop(), lambda: screens, idle_after=0,
-                           ocr_fn=lambda rgb, off: [])
+    pipe = CapturePipeline(mem, FakeDesktop(), lambda: screens, idle_after=0, ocr_fn=line_ocr)
     for _ in range(3):
         assert pipe.tick() == 1
         pipe.drain()
-    sizes = [len(mem.store.frame(sid)["image"]) for sid, *_ in mem.store.frames_between(0, 2e10)]
+    stored = mem.store.frames_between(0, 2e10)
+    sizes = [len(mem.store.frame(sid)["image"]) for sid, *_ in stored]
     assert sizes[0] > 0 and sizes[1:] == [0, 0] and pipe.stats.text_only == 2
+    # A text-only moment shows the screen's last picture, and only the line that was new then.
+    assert mem.store.picture_for(stored[2][0])[0] == stored[0][0]
+    assert mem.store.source_text(stored[2][0]) == "bar40 text"
+    assert mem.search("bar40").hits[0].source_ids == [stored[2][0]]
     pipe.image_interval = 0
     assert pipe.tick() == 1
     pipe.drain()
     assert len(mem.store.frame(mem.store.frames_between(0, 2e10)[-1][0])["image"]) > 0
+
+
+def test_text_still_on_screen_is_stored_once_per_window(open_mem):
+    mem = open_mem()
+    base = np.full((240, 320, 3), 255, dtype=np.uint8)
+    base[20:36, 10:300] = 0
+    caret = base.copy()
+    caret[200:216, 10:300] = 0  # a second line appears, the first stays
+    blink = base.copy()        # the second line goes away again: nothing new to remember
+    desk = FakeDesktop()
+    screens = FakeScreen([base, caret, blink, blink])
+    pipe = CapturePipeline(mem, desk, lambda: screens, idle_after=0, ocr_fn=line_ocr)
+    for _ in range(3):
+        pipe.tick()
+        pipe.drain()
+    texts = [mem.store.source_text(sid) for sid, *_ in mem.store.frames_between(0, 2e10)]
+    assert texts == ["bar20 text", "bar200 text"] and pipe.stats.no_new_text == 1
+    desk.win = Window(9, "browser", "Other page", 0, 0, 320, 240)  # same pixels, another window
+    pipe.detector.reset()
+    pipe.tick()
+    pipe.drain()
+    last = mem.store.frames_between(0, 2e10)[-1]
+    assert last[2] == "browser" and mem.store.source_text(last[0]) == "bar20 text"
+
+
+def test_text_screens_are_stored_as_palette_pictures_and_photos_are_not():
+    from io import BytesIO
+
+    from PIL import Image, ImageDraw, ImageFont
+
+    from mneme.capture.pipeline import encode_screen
+
+    img = Image.new("RGB", (1280, 720), "white")
+    draw = ImageDraw.Draw(img)
+    font = ImageFont.truetype("/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf", 15)
+    for i in range(40):
+        draw.text((6, 4 + 17 * i), f"{i:03d} quarterly invoice deadline review schedule {i * 37}", fill="#202020",
+                  font=font)
+    text_screen = np.asarray(img)
+    out = Image.open(BytesIO(encode_screen(text_screen)))
+    assert out.format == "PNG" and out.mode == "P"
+    assert np.abs(np.asarray(out.convert("RGB"), dtype=np.int16) - text_screen).mean() < 2
+    photo = np.random.default_rng(1).integers(0, 256, (360, 640, 3), dtype=np.uint8)
+    assert Image.open(BytesIO(encode_screen(photo))).format == "WEBP"
+
+
+
+def bars_screen(first: int, n: int = 11) -> np.ndarray:
+    """Lines of 'text' 20 px apart, each row of a line a little different (as glyph rows are)."""
+    img = np.full((240, 320, 3), 255, dtype=np.uint8)
+    for k in range(n):
+        top = 10 + 20 * k
+        for r in range(12):
+            row = img[top + r, 10:10 + 12 * (first + k) + r]
+            row[(np.arange(len(row)) // 3) % 2 == 0] = 0  # dashes: many edges, as glyphs have
+    return img
+
+
+def bars_ocr(rgb, offset):
+    """Reads every line of bars_screen as one word naming it (by its width)."""
+    from mneme.capture.ocr import Word
+
+    dark = rgb[:, :, 0] < 128
+    rows = np.flatnonzero(dark.any(axis=1))
+    words, start = [], None
+    for i, r in enumerate(rows):
+        if start is None:
+            start = r
+        if i + 1 == len(rows) or rows[i + 1] != r + 1:
+            cols = np.flatnonzero(dark[start])
+            width = int(cols[-1] - cols[0] + 1)
+            if r - start >= 6:  # a whole line, not a sliver at the region's edge
+                words.append(Word(f"line{round(width / 12)}", offset[0] + int(cols[0]), offset[1] + int(start),
+                                  width, int(r - start + 1)))
+            start = None
+    return words
+
+
+def test_a_scroll_reads_only_the_new_rows_and_carries_the_rest(open_mem):
+    mem = open_mem()
+    screens = FakeScreen([bars_screen(first=1), bars_screen(first=2)])  # one line scrolled up
+    reads = []
+
+    def ocr(rgb, offset):
+        reads.append(rgb.shape[0])
+        return bars_ocr(rgb, offset)
+
+    pipe = CapturePipeline(mem, FakeDesktop(), lambda: screens, idle_after=0, ocr_fn=ocr)
+    for _ in range(2):
+        pipe.tick()
+        pipe.drain()
+    assert pipe.stats.scrolls == 1 and sum(reads[1:]) <= 80  # strips, not the 240-row screen
+    carried = sorted((w.text, w.top) for w in pipe._words[1])
+    assert carried == sorted((w.text, w.top) for w in bars_ocr(bars_screen(first=2), (0, 0)))
+    texts = [mem.store.source_text(sid) for sid, *_ in mem.store.frames_between(0, 2e10)]
+    assert texts[1] == "line12"  # only the line the scroll brought in is new
+
+
+def test_a_changed_screen_that_is_not_a_scroll_is_read_whole():
+    from mneme.capture.change import scroll_shift
+
+    a, b = bars_screen(first=1), bars_screen(first=1)[::-1].copy()
+    assert scroll_shift(a, b) is None
+    assert scroll_shift(a, bars_screen(first=3))[0] == 40
+
+
+def test_typing_at_the_end_of_a_line_reads_only_the_word_being_typed():
+    from PIL import Image, ImageDraw, ImageFont
+
+    from mneme.capture.pipeline import changed_columns
+
+    font = ImageFont.truetype("/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf", 15)
+
+    def line(text):
+        img = Image.new("RGB", (800, 24), "white")
+        ImageDraw.Draw(img).text((4, 3), text, fill="black", font=font)
+        return np.asarray(img)
+
+    before, now = line("alpha beta gamma del"), line("alpha beta gamma delta")
+    c0, c1 = changed_columns(before, now, 0, 0, 24)
+    gamma_end = 4 + font.getlength("alpha beta gamma")
+    assert gamma_end <= c0 < 4 + font.getlength("alpha beta gamma ") + 1 and c1 >= 4 + font.getlength("alpha beta gamma delta")
+    c0, c1 = changed_columns(before, now, 30, 0, 24)  # rows a scroll brought in: what is on them
+    assert c0 <= 4 and 4 + font.getlength("alpha beta gamma delta") <= c1 < 4 + font.getlength("alpha beta gamma delta") + 20
+
+
+def test_a_line_still_being_typed_is_read_once_a_tick_later_and_flushed_at_stop(open_mem):
+    import threading
+
+    mem = open_mem()
+    base = np.full((480, 640, 3), 255, dtype=np.uint8)
+    typing = [base.copy() for _ in range(4)]
+    for i, img in enumerate(typing):
+        img[100:112, 20:60 + 10 * i] = 0  # a few more letters each tick
+    screens = FakeScreen([base] + typing)
+    pipe = CapturePipeline(mem, FakeDesktop(), lambda: screens, idle_after=0, ocr_fn=line_ocr)
+    assert pipe.tick() == 1             # the first screen is all new: never held
+    assert pipe.tick() == 0 and pipe.stats.held == 1    # letters appear: wait a tick
+    assert pipe.tick() == 1             # read now, with what was typed meanwhile
+    held = pipe.queue.queue[-1]
+    assert held.seen < held.time        # its latency counts from when the change was first seen
+    pipe.drain()
+    assert pipe.tick() == 0 and pipe.stats.held == 2
+    stop = threading.Event()
+    stop.set()
+    pipe.run(stop)                      # stopping takes the held change instead of dropping it
+    assert pipe.stats.frames_stored == 3 and screens.n == 5

@@ -107,6 +107,44 @@ def test_search_as_you_type_with_highlights_and_filters(controller, qtbot):
     assert "orchard" in view.source.toPlainText()
 
 
+def test_fast_typing_runs_the_first_and_the_newest_query_only(controller, qtbot):
+    import threading
+
+    from mneme.app.tasks import Latest
+
+    release, ran, shown = threading.Event(), [], []
+
+    def slow(q):
+        ran.append(q)
+        release.wait(10)
+        return q.upper()
+
+    latest = Latest(controller.tasks, slow, on_done=lambda args, r: shown.append(r), on_failed=controller.error)
+    for q in ("t", "to", "tom", "toma"):  # typed while the first search is still running
+        latest.submit(q)
+    qtbot.waitUntil(lambda: ran == ["t"], timeout=5_000)
+    release.set()
+    qtbot.waitUntil(lambda: shown == ["TOMA"], timeout=5_000)
+    assert ran == ["t", "toma"] and not latest.busy  # "t" was not shown: newer text was waiting
+
+
+def test_a_text_only_moment_shows_the_screen_as_last_pictured(controller, qtbot):
+    mem = controller.memory
+    first = mem.store.frames_between(0, 2e10)[-1]
+    sid = mem.add_frame(FrameIn("typed", first[1] + 5, 1, "editor", "doc 2.txt", 320, 180, b"", b"",
+                                "a new line typed about pear grafting", "[]"))
+    view = controller.window().search
+    view.source.show_source(mem, sid)
+    shown = view.source.toHtml()
+    assert f"frame-{first[0]}" in shown and "pear grafting" in view.source.toPlainText()
+    assert "The screen at" in view.source.toPlainText()
+    timeline = controller.window().timeline
+    timeline.load()
+    timeline.slider.setValue(timeline.slider.maximum())
+    assert "pear grafting" in timeline.text.toPlainText() and not timeline.image.pixmap().isNull()
+    assert "The screen at" in timeline.image.toolTip()
+
+
 def test_timeline_navigation_copy_and_forget(controller, qtbot):
     view = controller.window().timeline
     view.day.setDate(QDate.currentDate())

@@ -110,17 +110,20 @@ def keystroke_to_results(n: int = 100_000) -> list[float]:
     view = c.window().search
     out = []
     words = [m.text.split()[3] for m in msgs[:40]]
-    for w in words:
-        view.query.setText(w[:-1])
-        t = time.perf_counter()
-        view.query.setText(w)  # one keystroke
-        start_seq = view.seq
-        while view.seq == start_seq or getattr(view, "shown", None) is None or view.results.count() == 0 \
-                or view.shown.parsed.text != w:
+
+    def shown(text: str, since: float) -> None:
+        while getattr(view, "shown", None) is None or view.shown.parsed.text != text:
             app.processEvents()
             time.sleep(0.001)
-            if time.perf_counter() - t > 10:
-                break
+            if time.perf_counter() - since > 10:
+                raise TimeoutError(text)
+
+    for w in words:
+        view.query.setText(w[:-1])  # what was typed so far, with its results on screen
+        shown(w[:-1], time.perf_counter())
+        t = time.perf_counter()
+        view.query.setText(w)  # one keystroke
+        shown(w, t)
         out.append((time.perf_counter() - t) * 1000)
     c.shutdown()
     return out
@@ -145,7 +148,7 @@ def main() -> int:
     hk = probe["hotkey_ms"]
     print(f"| hotkey (xdotool key) to overlay visible | {statistics.median(hk):.0f} ms | {sorted(hk)[int(len(hk) * 0.95) - 1]:.0f} ms |")
     ks = sorted(keys)
-    print(f"| keystroke to results shown, 100k chunks (40 ms type-ahead pause included) | {statistics.median(ks):.0f} ms | {ks[int(len(ks) * 0.95) - 1]:.0f} ms |")
+    print(f"| keystroke to results shown, 100k chunks (the word's last letter typed) | {statistics.median(ks):.0f} ms | {ks[int(len(ks) * 0.95) - 1]:.0f} ms |")
     for state, (cpu, rss) in probe["idle"].items():
         print(f"| idle app {state}: CPU (share of one core) / RSS | {cpu:.2f} % | {rss:.0f} MB |")
     return 0

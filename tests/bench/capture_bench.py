@@ -37,6 +37,10 @@ def run_capture(seconds: float, activity) -> dict:
     # Measure capture itself: no idle pause (a static screen would otherwise stop being captured).
     subprocess.run([sys.executable, "-m", "mneme.app", "config", "idle_pause_seconds", "0"], env=env, cwd=ROOT,
                    check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "mneme.app", "init", "--passphrase"], env=env, cwd=ROOT, check=True,
+                   capture_output=True)
+    empty = json.loads(subprocess.run([sys.executable, "-m", "mneme.app", "status", "--json"], env=env, cwd=ROOT,
+                                      capture_output=True, text=True, check=True).stdout)["store_bytes"]
     term = subprocess.Popen(["xterm", "-geometry", "160x50+0+0", "-fa", "DejaVu Sans Mono", "-fs", "12",
                              "-e", "cat"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1.5)
@@ -53,12 +57,14 @@ def run_capture(seconds: float, activity) -> dict:
     term.terminate()
     term.wait()
     stats = json.loads(out.strip().splitlines()[-1])
-    frame_bytes = json.loads(subprocess.run(
+    status = json.loads(subprocess.run(
         [sys.executable, "-m", "mneme.app", "status", "--json"], env=env, cwd=ROOT, capture_output=True,
-        text=True).stdout)["frame_bytes"]
+        text=True).stdout)
     shutil.rmtree(home)
+    hours = (t1 - t0 + 8) / 3600
     return {"cpu_share": (c1 - c0) / (t1 - t0), "seconds": t1 - t0, "stats": stats,
-            "mb_per_hour": frame_bytes / 1e6 / (t1 - t0 + 8) * 3600}
+            "mb_per_hour": status["frame_bytes"] / 1e6 / hours,
+            "db_mb_per_hour": max(0, status["store_bytes"] - empty) / 1e6 / hours}
 
 
 def static(rng):
@@ -105,21 +111,24 @@ def ocr_recall() -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--minutes", type=float, default=10)
+    parser.add_argument("--only", choices=["static", "office"], help="run one of the two scenarios")
     args = parser.parse_args()
     recall = ocr_recall()
     procs = xserver.start(f":{150 + os.getpid() % 50}")
     try:
-        runs = {"static screen": run_capture(args.minutes * 60, static),
-                "office activity": run_capture(args.minutes * 60, office)}
+        runs = {name: run_capture(args.minutes * 60, fn) for name, fn in
+                (("static screen", static), ("office activity", office)) if args.only in (None, name.split()[0])}
     finally:
         xserver.stop(procs)
     print(f"\n### Screen capture ({args.minutes:g} min per run, 1920x1080 Xvfb, default 3 s interval)\n")
     print("| run | CPU (share of one core) | frames stored | of which text only | unchanged skipped | deferred | "
-          "capture→searchable p50 | p95 | MB stored per hour |\n|---|---|---|---|---|---|---|---|---|")
+          "no new text | capture→searchable p50 | p95 | pictures MB/h | database MB/h |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|")
     for name, r in runs.items():
         s = r["stats"]
         print(f"| {name} | {r['cpu_share'] * 100:.2f} % | {s['frames_stored']} | {s.get('text_only', 0)} | {s['unchanged']} | "
-              f"{s['deferred']} | {s['latency_p50']} s | {s['latency_p95']} s | {r['mb_per_hour']:.1f} |")
+              f"{s['deferred']} | {s.get('no_new_text', 0)} | {s['latency_p50']} s | {s['latency_p95']} s | "
+              f"{r['mb_per_hour']:.1f} | {r['db_mb_per_hour']:.1f} |")
     print(f"\nOCR word recall on rendered 1280x720 screens (15 px DejaVu Sans): "
           f"light {recall['light']:.2f}, dark {recall['dark']:.2f}")
     return 0

@@ -1,0 +1,75 @@
+"""OCR with the real tesseract: both engines, both themes, boxes in screen coordinates."""
+
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+from mneme.capture import ocr
+
+FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
+LINES = ["Invoice 2291 for the Lisbon workshop", "reply to Margarethe before Thursday"]
+
+
+def render(theme: str) -> np.ndarray:
+    fg, bg = ("black", "white") if theme == "light" else ("#e0e0e0", "#1e1e1e")
+    img = Image.new("RGB", (700, 90), bg)
+    draw = ImageDraw.Draw(img)
+    for i, line in enumerate(LINES):
+        draw.text((12, 14 + i * 32), line, fill=fg, font=ImageFont.truetype(FONT, 18))
+    return np.asarray(img)
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_resident_engine_and_program_read_the_same_words(theme):
+    assert ocr.engine() == "tesserocr"  # installed from pyproject: the light path is the one in use
+    rgb = render(theme)
+    resident = ocr.read(rgb, offset=(100, 200))
+    program = ocr.read(rgb, offset=(100, 200), resident=False)
+    assert ocr.to_text(resident) == "\n".join(LINES)
+    assert [(w.text, w.left, w.top) for w in resident] == [(w.text, w.left, w.top) for w in program]
+    first = resident[0]
+    assert first.left >= 100 + 10 and first.top >= 200 + 10  # boxes are in screen coordinates
+
+
+def test_each_thread_gets_its_own_engine():
+    rgb = render("light")
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(ocr.to_text(ocr.read(rgb)))) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == ["\n".join(LINES)] * 3
+
+
+def test_tessdata_is_found_or_named(monkeypatch, tmp_path):
+    assert ocr.tessdata_dir() is not None
+    monkeypatch.setenv("TESSDATA_PREFIX", str(tmp_path))
+    (tmp_path / "eng.traineddata").write_bytes(b"")
+    assert ocr.tessdata_dir() == str(tmp_path)
+
+
+def test_a_strip_of_one_line_touching_its_edges_is_read():
+    img = Image.new("RGB", (600, 40), "white")
+    ImageDraw.Draw(img).text((0, 10), "Kilimanjaro itinerary draft", fill="black", font=ImageFont.truetype(FONT, 18))
+    strip = np.asarray(img)[12:31, 1:]  # 19 rows: the glyphs touch the top, bottom and left edges
+    words = ocr.read(strip, offset=(50, 300))
+    assert ocr.to_text(words) == "Kilimanjaro itinerary draft"
+    assert abs(words[0].left - 50) <= 2 and 298 <= words[0].top <= 304
+
+
+def test_light_and_dark_panels_in_one_region_both_read():
+    """A light window and a dark one on a black desktop beside a masked (black) rectangle, as one
+    changed region: each part is inverted by its own background, not by the region's average."""
+    img = Image.new("RGB", (1400, 560), "black")
+    draw = ImageDraw.Draw(img)
+    draw.rectangle((30, 30, 630, 330), fill="white")  # a light window, a fifth of the region
+    draw.text((50, 50), "Harvest", fill="black", font=ImageFont.truetype(FONT.replace("Sans", "Sans-Bold"), 64))
+    draw.text((50, 160), "visible notes about gardening", fill="black", font=ImageFont.truetype(FONT, 18))
+    draw.rectangle((700, 30, 1300, 330), fill="#252526")  # a dark-themed editor
+    draw.text((720, 160), "terminal output from Valparaiso", fill="#d4d4d4", font=ImageFont.truetype(FONT, 18))
+    text = ocr.to_text(ocr.read(np.asarray(img)))
+    assert "Harvest" in text  # a bold heading's ink is not taken for a dark panel
+    assert "visible notes about gardening" in text and "terminal output from Valparaiso" in text

@@ -7,6 +7,7 @@ import getpass
 import json
 import logging
 import os
+import signal
 import sys
 import threading
 from datetime import datetime
@@ -382,6 +383,7 @@ def cmd_capture(args) -> int:
         else:
             stop = threading.Event()
             print(f"Capturing every {pipeline.interval:g} s into {mem.home}. Ctrl-C stops.", file=sys.stderr)
+            signal.signal(signal.SIGTERM, _interrupt)  # a session manager's or `kill`'s stop is a Ctrl-C too
             runner = threading.Thread(target=pipeline.run, args=(stop,), name="mneme-capture")
             runner.start()
             try:
@@ -399,6 +401,10 @@ def cmd_capture(args) -> int:
           f"Stored {stats['frames_stored']} frames ({stats['unchanged']} unchanged skipped, "
           f"{stats['deferred']} deferred, skipped: {stats['skipped'] or 'none'}).")
     return 0
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def cmd_pause(args) -> int:

@@ -15,10 +15,12 @@ for the same words.
 from __future__ import annotations
 
 import glob
+import hashlib
 import logging
 import os
 import subprocess
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,7 +29,11 @@ os.environ.setdefault("OMP_THREAD_LIMIT", "1")
 MIN_CONFIDENCE = 40
 MIN_SIDE = 8  # px: a region narrower or lower than this holds no readable text
 PAD = 10  # px of background added round every region before it is read
+EDGE = 24  # grey step between neighbouring pixels that counts as an edge (ink)
+MIN_BAND = 4  # px: a strip lower than this is a rule or a border, not text
+BAND_MARGIN = 2  # px kept round a strip's ink
 POLARITY_BLOCK = 8  # px: the side of the blocks whose background decides inversion
+THIN_STRIP = 48  # px: a region lower than this is a strip of a line or two
 DARK_BELOW = 128  # a block whose median grey is below this has a dark background
 TESSDATA_DIRS = ("/usr/share/tesseract-ocr/*/tessdata", "/usr/share/tessdata", "/usr/local/share/tessdata",
                  "/opt/homebrew/share/tessdata", r"C:\Program Files\Tesseract-OCR\tessdata")
@@ -41,7 +47,6 @@ class Word:
     top: int
     width: int
     height: int
-    line: tuple[int, int, int] = (0, 0, 0)  # block, paragraph, line as tesseract numbers them
 
     @property
     def center(self) -> tuple[float, float]:
@@ -73,35 +78,45 @@ def prepare(rgb: np.ndarray) -> np.ndarray:
 
 def dark_background(grey: np.ndarray) -> np.ndarray:
     """Per pixel, whether the background there is dark: block medians, thresholded, cleaned of
-    specks smaller than three blocks (the ink of a bold heading is not a dark panel), broadcast
-    back to pixels. A block's majority decides, so at most half a block's side next to a panel's
-    edge can take its neighbour's polarity."""
+    patches under three blocks across (the ink of a bold heading is not a panel), broadcast back
+    to pixels. A strip of a line or two is cut into columns as tall as the strip instead: there a
+    block's median would be a glyph's. A block's majority decides, so at most half a block's side
+    next to a panel's edge can take its neighbour's polarity."""
     h, w = grey.shape
     b = POLARITY_BLOCK
-    bh, bw = -(-h // b), -(-w // b)
-    padded = np.pad(grey, ((0, bh * b - h), (0, bw * b - w)), mode="edge")
-    blocks = padded.reshape(bh, b, bw, b).transpose(0, 2, 1, 3).reshape(bh, bw, b * b)
-    dark = np.median(blocks, axis=2) < DARK_BELOW
-    if bh >= 3 and bw >= 3:
-        dark = _open(dark)  # dark specks in a light panel go
-        dark = ~_open(~dark)  # light specks in a dark panel go
-    return np.repeat(np.repeat(dark, b, axis=0), b, axis=1)[:h, :w]
+    bw = -(-w // b)
+    if h < THIN_STRIP:
+        cols = np.pad(grey, ((0, 0), (0, bw * b - w)), mode="edge").reshape(h, bw, b).transpose(1, 0, 2)
+        dark = np.median(cols.reshape(bw, -1), axis=1)[None, :] < DARK_BELOW
+        shape = (1, 3)
+    else:
+        bh = -(-h // b)
+        padded = np.pad(grey, ((0, bh * b - h), (0, bw * b - w)), mode="edge")
+        dark = np.median(padded.reshape(bh, b, bw, b).transpose(0, 2, 1, 3).reshape(bh, bw, b * b), axis=2) < DARK_BELOW
+        shape = (3, 3)
+    dark = _open(dark, shape)  # dark patches in a light panel go
+    dark = ~_open(~dark, shape)  # light patches in a dark panel go
+    return np.repeat(np.repeat(dark, b, axis=1), h if h < THIN_STRIP else b, axis=0)[:h, :w]
 
 
-def _open(mask: np.ndarray) -> np.ndarray:
-    """Morphological opening with a 3x3 square: removes parts of *mask* narrower than 3 cells."""
-    def erode(m):
-        p = np.pad(m, 1, mode="edge")
-        out = np.ones_like(m)
-        for dy in range(3):
-            for dx in range(3):
-                out &= p[dy:dy + m.shape[0], dx:dx + m.shape[1]]
+def _open(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Morphological opening with a rectangle of *shape* cells: the parts of *mask* the rectangle
+    does not fit in go (beyond the edge counts as outside the mask). A mask with no room for the
+    rectangle is left as it is."""
+    sh, sw = shape
+    if mask.shape[0] < sh or mask.shape[1] < sw:
+        return mask
+
+    def spread(m: np.ndarray, keep_all: bool) -> np.ndarray:  # erosion (all of the window) or dilation (any)
+        p = np.pad(m, ((sh // 2, sh // 2), (sw // 2, sw // 2)), constant_values=False)
+        out = np.full_like(m, keep_all)
+        for dy in range(sh):
+            for dx in range(sw):
+                window = p[dy:dy + m.shape[0], dx:dx + m.shape[1]]
+                out = out & window if keep_all else out | window
         return out
 
-    def dilate(m):
-        return ~erode(~m)
-
-    return dilate(erode(mask))
+    return spread(spread(mask, True), False)
 
 
 def tessdata_dir(lang: str = "eng") -> str | None:
@@ -179,13 +194,21 @@ def read(rgb: np.ndarray, offset: tuple[int, int] = (0, 0), resident: bool = Tru
     """Words in an RGB region, with boxes in screen coordinates (region origin at *offset*)."""
     if rgb.shape[0] < MIN_SIDE or rgb.shape[1] < MIN_SIDE:
         return []
-    grey = prepare(rgb)
-    # A margin of background round the crop: tesseract misses text that touches the image's edge,
-    # and a strip of one line of text is read reliably only with room above and below it.
+    return _read_grey(_padded(prepare(rgb)), (offset[0] - PAD, offset[1] - PAD), resident)
+
+
+def _padded(grey: np.ndarray) -> np.ndarray:
+    """A margin of background round the crop: tesseract misses text
+    that touches the image's edge, and a strip of one line of text is read reliably only with room
+    above and below it."""
     border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
-    grey = np.pad(grey, PAD, constant_values=int(np.median(border)))
+    return np.pad(grey, PAD, constant_values=int(np.median(border)))
+
+
+def _read_grey(grey: np.ndarray, origin: tuple[int, int], resident: bool = True) -> list[Word]:
+    """Words of a prepared grey image; boxes shifted by *origin*."""
     tsv = _tsv_resident(grey) if resident and _api() is not None else _tsv_program(grey)
-    ox, oy = offset[0] - PAD, offset[1] - PAD
+    ox, oy = origin
     words = []
     for line in tsv.splitlines():
         cols = line.split("\t")
@@ -193,9 +216,82 @@ def read(rgb: np.ndarray, offset: tuple[int, int] = (0, 0), resident: bool = Tru
             continue
         text = cols[11].strip()
         if text and float(cols[10]) >= MIN_CONFIDENCE:
-            words.append(Word(text, int(cols[6]) + ox, int(cols[7]) + oy, int(cols[8]), int(cols[9]),
-                              (int(cols[2]), int(cols[3]), int(cols[4]))))
+            words.append(Word(text, int(cols[6]) + ox, int(cols[7]) + oy, int(cols[8]), int(cols[9])))
     return words
+
+
+def bands(rgb: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """The strips of a region with anything on them, as (top, bottom, left, right): runs of rows
+    that cross edges, separated by blank rows, each cut to the columns its edges span (a line of
+    text, a few touching lines, or a picture)."""
+    g = rgb[:, :, 1].astype(np.int16)
+    edges = np.abs(np.diff(g, axis=1)) > EDGE
+    inked = np.concatenate([[False], edges.sum(axis=1) > 4, [False]])
+    starts = np.flatnonzero(inked[1:] & ~inked[:-1])
+    stops = np.flatnonzero(~inked[1:] & inked[:-1])
+    out = []
+    h, w = g.shape
+    for a, b in zip(starts.tolist(), stops.tolist()):
+        if b - a < MIN_BAND:
+            continue
+        cols = np.flatnonzero(edges[a:b].any(axis=0))
+        a, b = max(0, a - BAND_MARGIN), min(h, b + BAND_MARGIN)
+        out.append((a, b, max(0, int(cols[0]) - BAND_MARGIN), min(w, int(cols[-1]) + 2 + BAND_MARGIN)))
+    return out
+
+
+class LineCache:
+    """OCR that remembers the words of every strip it has read, by the strip's pixels: a line that
+    comes back exactly as it was (a window switched back to, a terminal echoing what was typed, a
+    page scrolled back) is not read again. The strips not remembered are stacked into one image and
+    read in one call. Words are kept in memory only, for the last *size* strips."""
+
+    def __init__(self, size: int = 4096, resident: bool = True):
+        self.size = size
+        self.resident = resident
+        self._words: OrderedDict[bytes, list[Word]] = OrderedDict()
+        self.hits = self.misses = 0
+
+    def __call__(self, rgb: np.ndarray, offset: tuple[int, int] = (0, 0)) -> list[Word]:
+        places, todo, grey = [], {}, None
+        for top, bottom, left, right in bands(rgb):
+            crop = rgb[top:bottom, left:right]
+            key = hashlib.blake2b(np.ascontiguousarray(crop).tobytes(), digest_size=16,
+                                  person=b"%dx%d" % crop.shape[:2]).digest()
+            places.append((key, left, top))
+            if key not in self._words and key not in todo:  # a strip twice in one region is read once
+                grey = prepare(rgb) if grey is None else grey  # polarity needs the strip's surroundings
+                todo[key] = grey[top:bottom, left:right]
+        for key, found in zip(todo, self._read_stacked(list(todo.values()))):
+            self._words[key] = found
+        self.misses += len(todo)
+        self.hits += len(places) - len(todo)
+        words = []
+        for key, left, top in places:
+            self._words.move_to_end(key)
+            words.extend(_moved(wd, offset[0] + left, offset[1] + top) for wd in self._words[key])
+        while len(self._words) > self.size:
+            self._words.popitem(last=False)
+        return words
+
+    def _read_stacked(self, crops: list[np.ndarray]) -> list[list[Word]]:
+        """Each prepared crop's words, boxes relative to the crop, from one read of them stacked."""
+        if not crops:
+            return []
+        greys = [_padded(c) for c in crops]
+        width = max(g.shape[1] for g in greys)
+        greys = [np.pad(g, ((0, 0), (0, width - g.shape[1])), mode="edge") for g in greys]
+        tops = np.cumsum([0] + [g.shape[0] for g in greys])
+        found = _read_grey(np.concatenate(greys), (0, 0), self.resident)
+        out: list[list[Word]] = [[] for _ in crops]
+        for wd in found:
+            i = min(int(np.searchsorted(tops, wd.center[1], side="right")) - 1, len(crops) - 1)
+            out[i].append(_moved(wd, -PAD, -PAD - int(tops[i])))
+        return out
+
+
+def _moved(wd: Word, dx: int, dy: int) -> Word:
+    return Word(wd.text, wd.left + dx, wd.top + dy, wd.width, wd.height)
 
 
 def lines(words: list[Word]) -> list[list[Word]]:

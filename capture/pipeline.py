@@ -63,6 +63,8 @@ class Stats:
     no_new_text: int = 0       # changed pixels but no new line of text and no picture due: not stored
     scrolls: int = 0           # regions recognised as scrolled: only their new rows were read
     held: int = 0              # small changes still changing, read a tick later (typing)
+    lines_read: int = 0        # strips OCR'd
+    lines_reused: int = 0      # strips seen before, their words taken from the line cache
     skipped: Counter = field(default_factory=Counter)  # paused, locked, idle, excluded
     masked: int = 0
     redacted: Counter = field(default_factory=Counter)
@@ -71,7 +73,8 @@ class Stats:
     def as_json(self) -> dict:
         return {"ticks": self.ticks, "frames_queued": self.frames_queued,
                 "frames_stored": self.frames_stored, "unchanged": self.unchanged,
-                "deferred": self.deferred, "text_only": self.text_only, "no_new_text": self.no_new_text, "scrolls": self.scrolls, "held": self.held, "skipped": dict(self.skipped), "masked": self.masked,
+                "deferred": self.deferred, "text_only": self.text_only, "no_new_text": self.no_new_text, "scrolls": self.scrolls, "held": self.held,
+                "lines_read": self.lines_read, "lines_reused": self.lines_reused, "skipped": dict(self.skipped), "masked": self.masked,
                 "redacted": dict(self.redacted),
                 "latency_p50": _pct(self.latencies, 50), "latency_p95": _pct(self.latencies, 95)}
 
@@ -171,7 +174,7 @@ def inside(word: ocr.Word, rects) -> bool:
 class CapturePipeline:
     def __init__(self, memory, desktop: Desktop, screen_factory, exclusions: Exclusions | None = None,
                  interval: float | None = None, idle_after: float | None = None, queue_size: int = 4,
-                 ocr_fn=ocr.read):
+                 ocr_fn=None):
         self.memory = memory
         self.desktop = desktop
         self.screen_factory = screen_factory
@@ -182,7 +185,7 @@ class CapturePipeline:
         self.detector = ChangeDetector()
         self.queue: queue.Queue[Pending | None] = queue.Queue(maxsize=queue_size)
         self.stats = Stats()
-        self.ocr_fn = ocr_fn
+        self.ocr_fn = ocr_fn or ocr.LineCache()
         self._words: dict[int, list[ocr.Word]] = {}
         self.image_interval = memory.config["image_interval"]
         self._last_image: dict[int, float] = {}
@@ -357,6 +360,8 @@ class CapturePipeline:
                              if inside(wd, [(rx, ry, rrw, rrh)]))
         self._words[p.monitor] = words
         self._frames[p.monitor] = p.rgb
+        if isinstance(self.ocr_fn, ocr.LineCache):
+            self.stats.lines_read, self.stats.lines_reused = self.ocr_fn.misses, self.ocr_fn.hits
         _, found = redact.redact(ocr.to_text(words))
         self.stats.redacted.update(found)
         clean = set(redact.redact(" ".join(wd.text for wd in words))[0].split()) if found else None
@@ -413,10 +418,7 @@ class CapturePipeline:
     @staticmethod
     def _blank_secrets(rgb: np.ndarray, words: list[ocr.Word], clean: set[str]) -> None:
         """Pixels of redacted words are blacked out too: the stored image keeps no secret."""
-        lines: dict[tuple, list[ocr.Word]] = {}
-        for wd in words:
-            lines.setdefault(wd.line, []).append(wd)
-        for line in lines.values():
+        for line in ocr.lines(words):
             if any(wd.text not in clean for wd in line):
                 for wd in line:
                     rgb[wd.top:wd.top + wd.height, wd.left:wd.left + wd.width] = 0

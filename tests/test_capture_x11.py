@@ -1,6 +1,7 @@
 """Capture on a real X server (Xvfb + openbox): real windows, mss, EWMH, tesseract."""
 
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -150,6 +151,32 @@ def test_cli_capture_once(xserver, windows):
     out = run_cli("capture", "--once", "--json", env={"MNEME_PASSPHRASE": "p"}).stdout
     assert '"frames_stored": 1' in out
     assert "heron" in run_cli("search", "heron sighting", env={"MNEME_PASSPHRASE": "p"}).stdout
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_cli_capture_runs_until_stopped_and_keeps_what_it_saw(xserver, windows, sig):
+    """`mneme capture` until Ctrl-C (or a session manager's SIGTERM): it finishes what it queued,
+    exits 0 and what it saw is searchable."""
+    import signal
+
+    from tests.conftest import run_cli
+
+    windows("Field notes", "the kestrel nested by the quarry")
+    proc = subprocess.Popen([sys.executable, "-m", "mneme.app", "capture", "--json", "--interval", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            env={**os.environ, "MNEME_PASSPHRASE": "p"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a terminal
+    try:
+        while "Capturing every 1 s" not in (line := proc.stderr.readline()):
+            assert line, "mneme capture ended before capturing"
+        time.sleep(3)
+        proc.send_signal(getattr(signal, sig))
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["frames_stored"] >= 1
+    assert "kestrel" in run_cli("search", "kestrel quarry", env={"MNEME_PASSPHRASE": "p"}).stdout
 
 
 def test_captured_text_never_reaches_disk_unencrypted(pipeline, windows):

@@ -73,3 +73,46 @@ def test_light_and_dark_panels_in_one_region_both_read():
     text = ocr.to_text(ocr.read(np.asarray(img)))
     assert "Harvest" in text  # a bold heading's ink is not taken for a dark panel
     assert "visible notes about gardening" in text and "terminal output from Valparaiso" in text
+
+
+def page(lines: list[str], theme: str = "light") -> np.ndarray:
+    fg, bg = ("black", "white") if theme == "light" else ("#d4d4d4", "#1e1e1e")
+    img = Image.new("RGB", (760, 30 + 26 * len(lines)), bg)
+    draw = ImageDraw.Draw(img)
+    for i, line in enumerate(lines):
+        draw.text((14, 14 + i * 26), line, fill=fg, font=ImageFont.truetype(FONT.replace("Sans", "SansMono"), 16))
+    return np.asarray(img)
+
+
+PAGE = ["Invoice 2291 for the Lisbon workshop", "reply to Margarethe before Thursday",
+        "quarterly analysis of the delivery contract", "Invoice 2291 for the Lisbon workshop"]
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_line_cache_reads_what_a_plain_read_does_and_reads_a_line_once(theme):
+    rgb = page(PAGE, theme)
+    cache = ocr.LineCache()
+    words = cache(rgb, offset=(300, 40))
+    assert ocr.to_text(words) == ocr.to_text(ocr.read(rgb, offset=(300, 40))) == "\n".join(PAGE)
+    assert (cache.misses, cache.hits) == (3, 1)  # the repeated line was read once
+    plain = {(w.text, w.top) for w in ocr.read(rgb, offset=(300, 40))}
+    assert {(w.text, w.top) for w in words} == plain  # same boxes, in screen coordinates
+
+
+def test_line_cache_reads_only_lines_it_has_not_seen():
+    cache = ocr.LineCache()
+    cache(page(PAGE[:3]))
+    assert cache.misses == 3
+    moved = page(["a new line about Kilimanjaro"] + PAGE[:3])  # everything one line down, one line new
+    words = cache(moved, offset=(0, 500))
+    assert (cache.misses, cache.hits) == (4, 3)
+    assert ocr.to_text(words) == "\n".join(["a new line about Kilimanjaro"] + PAGE[:3])
+    assert min(w.top for w in words if w.text == "Invoice") == min(
+        w.top for w in ocr.read(moved, offset=(0, 500)) if w.text == "Invoice")
+
+
+def test_line_cache_forgets_the_oldest_lines_past_its_size():
+    cache = ocr.LineCache(size=2)
+    cache(page(PAGE[:3]))
+    cache(page(PAGE[:1]))
+    assert cache.misses == 4  # the first line had been dropped to keep two

@@ -52,8 +52,14 @@ def run_capture(seconds: float, activity) -> dict:
     while time.monotonic() - t0 < seconds:
         activity(rng)
     c1, t1 = cpu_seconds(proc.pid), time.monotonic()
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=120)
+    proc.send_signal(signal.SIGTERM)  # stops like Ctrl-C; SIGINT is ignored when run in the background
+    try:
+        out, _ = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:  # show where it hangs (py-spy, when installed), then give up
+        if shutil.which("py-spy") or os.environ.get("PY_SPY"):
+            subprocess.run([os.environ.get("PY_SPY") or "py-spy", "dump", "--pid", str(proc.pid)])
+        proc.kill()
+        raise
     term.terminate()
     term.wait()
     stats = json.loads(out.strip().splitlines()[-1])
@@ -81,12 +87,20 @@ def office(rng):
 
 
 def ocr_recall() -> dict:
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import ImageFont
 
     from mneme.capture import ocr
 
     font = ImageFont.truetype("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", 15)
-    rng = random.Random(5)
+    out = {}
+    for reader, name in ((ocr.read, ""), (ocr.LineCache(), " (line cache)")):
+        out.update(_recall(reader, name, font, random.Random(5)))
+    return out
+
+
+def _recall(reader, name, font, rng) -> dict:
+    from PIL import Image, ImageDraw
+
     out = {}
     for theme, (fg, bg) in {"light": ((20, 20, 20), (255, 255, 255)),
                             "dark": ((220, 220, 220), (30, 30, 30))}.items():
@@ -97,14 +111,14 @@ def ocr_recall() -> dict:
             lines = [[rng.choice(WORDS) for _ in range(10)] for _ in range(25)]
             for i, line in enumerate(lines):
                 draw.text((20, 12 + i * 27), " ".join(line), font=font, fill=fg)
-            got = [w.text.lower().strip(".,") for w in ocr.read(np.asarray(img))]
+            got = [w.text.lower().strip(".,") for w in reader(np.asarray(img))]
             for line in lines:
                 for word in line:
                     total += 1
                     if word in got:
                         got.remove(word)
                         found += 1
-        out[theme] = found / total
+        out[theme + name] = found / total
     return out
 
 
@@ -129,8 +143,10 @@ def main() -> int:
         print(f"| {name} | {r['cpu_share'] * 100:.2f} % | {s['frames_stored']} | {s.get('text_only', 0)} | {s['unchanged']} | "
               f"{s['deferred']} | {s.get('no_new_text', 0)} | {s['latency_p50']} s | {s['latency_p95']} s | "
               f"{r['mb_per_hour']:.1f} | {r['db_mb_per_hour']:.1f} |")
-    print(f"\nOCR word recall on rendered 1280x720 screens (15 px DejaVu Sans): "
-          f"light {recall['light']:.2f}, dark {recall['dark']:.2f}")
+    print("\nOCR word recall on rendered 1280x720 screens (15 px DejaVu Sans): "
+          + ", ".join(f"{k} {v:.2f}" for k, v in recall.items()))
+    print("Lines read / reused from the line cache: "
+          + ", ".join(f"{n} {r['stats'].get('lines_read')} / {r['stats'].get('lines_reused')}" for n, r in runs.items()))
     return 0
 
 

@@ -105,9 +105,8 @@ def encode_screen(rgb: np.ndarray) -> bytes:
     small = rgb[::4, ::4]
     probe = Image.fromarray(small).quantize(PALETTE_COLOURS, Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
     if np.abs(np.asarray(probe.convert("RGB"), dtype=np.int16) - small).mean() <= PALETTE_MAX_ERROR:
-        buf = io.BytesIO()
-        img.quantize(PALETTE_COLOURS, Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
-            buf, format="PNG", compress_level=6)
+        buf = io.BytesIO()  # the probe's palette, mapped onto the full screen: 4 ms, not 100 ms
+        img.quantize(palette=probe, dither=Image.Dither.NONE).save(buf, format="PNG", compress_level=6)
         return buf.getvalue()
     buf = io.BytesIO()
     img.save(buf, format="WEBP", lossless=True, quality=25, method=4)

@@ -36,7 +36,6 @@ THUMB_WIDTH = 240
 HOLD_AREA = 0.05  # share of a monitor: a change this small that is still changing waits a tick
 MIN_IMAGE_GAP = 10.0  # s: the least time between two pictures of one monitor
 PALETTE_COLOURS = 16
-PALETTE_MERGE = 8  # colours of a palette closer than this (per channel) are one
 PALETTE_MAX_ERROR = 2.0  # mean absolute error per channel (0–255) a palette picture may have
 MARGIN = 8  # px around a changed region, so words on its edge are read whole
 WORD_GAP = 6  # px without ink that separate two words
@@ -106,8 +105,8 @@ def encode_screen(rgb: np.ndarray) -> bytes:
     small = rgb[::4, ::4]
     probe = Image.fromarray(small).quantize(PALETTE_COLOURS, Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
     if np.abs(np.asarray(probe.convert("RGB"), dtype=np.int16) - small).mean() <= PALETTE_MAX_ERROR:
-        buf = io.BytesIO()  # the probe's palette mapped onto the full screen: 15 ms, not 100 ms
-        img.quantize(palette=exact_palette(probe, small), dither=Image.Dither.NONE).save(
+        buf = io.BytesIO()  # the fast octree: 20 ms for a 1080p screen, a median cut 100 ms; same size
+        img.quantize(PALETTE_COLOURS, Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE).save(
             buf, format="PNG", compress_level=6)
         return buf.getvalue()
     buf = io.BytesIO()
@@ -117,32 +116,6 @@ def encode_screen(rgb: np.ndarray) -> bytes:
         return lossless
     lossy = encode_webp(rgb, IMAGE_MAX_WIDTH, IMAGE_QUALITY)
     return min(lossless, lossy, key=len)
-
-
-def exact_palette(probe, rgb: np.ndarray):
-    """A palette image of each median-cut box's most common colour (not its mean: a white page stays
-    255 white), dropping colours within PALETTE_MERGE of a more common one. Pillow maps pixels to a
-    palette through a coarse colour cube, so two near-equal entries would swap the page's white for
-    its neighbour."""
-    from PIL import Image
-
-    index = np.asarray(probe, dtype=np.int64).ravel()
-    packed = rgb.reshape(-1, 3).astype(np.int64) @ np.array([1 << 16, 1 << 8, 1])
-    keys, counts = np.unique(index << 24 | packed, return_counts=True)
-    box = keys >> 24
-    modes = []
-    for k in np.unique(box):
-        mine = np.flatnonzero(box == k)
-        best = mine[counts[mine].argmax()]
-        modes.append((int(counts[mine].sum()), int(keys[best] & 0xFFFFFF)))
-    kept: list[np.ndarray] = []
-    for _, c in sorted(modes, reverse=True):
-        colour = np.array([c >> 16, c >> 8 & 255, c & 255])
-        if all(np.abs(colour - k).max() > PALETTE_MERGE for k in kept):
-            kept.append(colour)
-    out = Image.new("P", (1, 1))
-    out.putpalette(np.concatenate(kept + [kept[0]] * (256 - len(kept))).tolist())
-    return out
 
 
 def whole_lines(rgb: np.ndarray, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:

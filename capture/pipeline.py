@@ -73,8 +73,9 @@ class Stats:
     def as_json(self) -> dict:
         return {"ticks": self.ticks, "frames_queued": self.frames_queued,
                 "frames_stored": self.frames_stored, "unchanged": self.unchanged,
-                "deferred": self.deferred, "text_only": self.text_only, "no_new_text": self.no_new_text, "scrolls": self.scrolls, "held": self.held,
-                "lines_read": self.lines_read, "lines_reused": self.lines_reused, "skipped": dict(self.skipped), "masked": self.masked,
+                "deferred": self.deferred, "text_only": self.text_only, "no_new_text": self.no_new_text,
+                "scrolls": self.scrolls, "held": self.held, "lines_read": self.lines_read,
+                "lines_reused": self.lines_reused, "skipped": dict(self.skipped), "masked": self.masked,
                 "redacted": dict(self.redacted),
                 "latency_p50": _pct(self.latencies, 50), "latency_p95": _pct(self.latencies, 95)}
 
@@ -126,7 +127,7 @@ def whole_lines(rgb: np.ndarray, spans: list[tuple[int, int]]) -> list[tuple[int
         top, bottom = max(0, a - LINE_REACH), min(h, b + LINE_REACH)
         rows = np.concatenate([np.arange(top, a), np.arange(b, bottom)])  # only the rows it may grow into
         grey = rgb[rows, :, 1].astype(np.int16)
-        blank = dict(zip(rows.tolist(), ((np.abs(np.diff(grey, axis=1)) > 24).sum(axis=1) <= 4).tolist()))
+        blank = dict(zip(rows.tolist(), ((np.abs(np.diff(grey, axis=1)) > ocr.EDGE).sum(axis=1) <= 4).tolist()))
         lo = next((i for i in range(a - 1, top - 1, -1) if blank[i]), top)
         hi = next((i + 1 for i in range(b, bottom) if blank[i]), bottom)
         if out and lo <= out[-1][1]:
@@ -143,7 +144,7 @@ def changed_columns(before: np.ndarray, now: np.ndarray, dy: int, lo: int, hi: i
     the word being typed, and a new line at the bottom of a terminal reads its few words."""
     w = now.shape[1]
     strip = now[lo:hi, :, 1]
-    ink = (strip.max(axis=0).astype(np.int16) - strip.min(axis=0)) > 24
+    ink = (strip.max(axis=0).astype(np.int16) - strip.min(axis=0)) > ocr.EDGE
     a, b = max(lo, -dy), min(hi, before.shape[0] - dy)  # the rows that have a counterpart
     wanted = np.zeros(w, dtype=bool)
     if a < b:
@@ -151,7 +152,7 @@ def changed_columns(before: np.ndarray, now: np.ndarray, dy: int, lo: int, hi: i
     if a > lo or b < hi or a >= b:  # rows brought in: whatever is on them
         brought = np.concatenate([np.arange(lo, min(a, hi)), np.arange(max(b, lo), hi)]) if a < b else np.arange(lo, hi)
         rows = now[brought, :, 1]
-        wanted |= (rows.max(axis=0).astype(np.int16) - rows.min(axis=0)) > 24
+        wanted |= (rows.max(axis=0).astype(np.int16) - rows.min(axis=0)) > ocr.EDGE
     cols = np.flatnonzero(wanted)
     if not cols.size:
         return None

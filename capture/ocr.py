@@ -182,8 +182,8 @@ def _tsv_program(grey: np.ndarray) -> str:
 
     pgm = b"P5 %d %d 255\n" % (grey.shape[1], grey.shape[0]) + np.ascontiguousarray(grey).tobytes()
     proc = subprocess.run([pytesseract.pytesseract.tesseract_cmd, "stdin", "stdout", "--psm", "11", "-l", "eng",
-                           "-c", "tessedit_do_invert=0", "tsv"], input=pgm, capture_output=True, env={**os.environ, "OMP_THREAD_LIMIT": "1"},
-                          check=False)
+                           "-c", "tessedit_do_invert=0", "tsv"], input=pgm, capture_output=True, check=False,
+                          env={**os.environ, "OMP_THREAD_LIMIT": "1"})
     if proc.returncode != 0:
         raise RuntimeError(f"tesseract failed ({proc.returncode}): "
                            f"{proc.stderr.decode(errors='replace').strip()[:200]}")

@@ -140,13 +140,13 @@ def main() -> int:
           "|---|---|---|---|---|---|---|---|---|---|---|")
     for name, r in runs.items():
         s = r["stats"]
-        print(f"| {name} | {r['cpu_share'] * 100:.2f} % | {s['frames_stored']} | {s.get('text_only', 0)} | {s['unchanged']} | "
-              f"{s['deferred']} | {s.get('no_new_text', 0)} | {s['latency_p50']} s | {s['latency_p95']} s | "
-              f"{r['mb_per_hour']:.1f} | {r['db_mb_per_hour']:.1f} |")
+        print(f"| {name} | {r['cpu_share'] * 100:.2f} % | {s['frames_stored']} | {s.get('text_only', 0)} | "
+              f"{s['unchanged']} | {s['deferred']} | {s.get('no_new_text', 0)} | {s['latency_p50']} s | "
+              f"{s['latency_p95']} s | {r['mb_per_hour']:.1f} | {r['db_mb_per_hour']:.1f} |")
     print("\nOCR word recall on rendered 1280x720 screens (15 px DejaVu Sans): "
           + ", ".join(f"{k} {v:.2f}" for k, v in recall.items()))
-    print("Lines read / reused from the line cache: "
-          + ", ".join(f"{n} {r['stats'].get('lines_read')} / {r['stats'].get('lines_reused')}" for n, r in runs.items()))
+    print("Lines read / reused from the line cache: " + ", ".join(
+        f"{n} {r['stats'].get('lines_read')} / {r['stats'].get('lines_reused')}" for n, r in runs.items()))
     return 0
 
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import html
-
-from mneme.app.qt import (QAction, QColor, QFileDialog, QIcon, QLabel, QLineEdit, QListWidget,
+from mneme.app.qt import (QAction, QColor, QFileDialog, QIcon, QLineEdit, QListWidget,
                           QMainWindow, QMenu, QPainter, QPixmap, QProgressDialog, QSystemTrayIcon, Qt,
-                          QTabWidget, QTimer, QVBoxLayout, QWidget, QGuiApplication, QListWidgetItem)
+                          QTabWidget, QVBoxLayout, QWidget, QGuiApplication, QListWidgetItem)
 from mneme.app.tasks import Latest
-from mneme.app.views import AskView, SearchView, SettingsView, TimelineView, highlight, when
+from mneme.app.views import AskView, SearchView, SettingsView, TimelineView, when
 
 
 def app_icon(paused: bool = False) -> QIcon:

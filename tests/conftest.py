@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import shutil
-import time
 import platformdirs
 import pytest
 

@@ -4,7 +4,6 @@ import io
 import os
 import time
 
-import numpy as np
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")

@@ -61,7 +61,7 @@ def test_failed_transaction_leaves_nothing(tmp_path):
 
 def test_forget_removes_text_from_fts_and_pages(tmp_path):
     store = Store(tmp_path / "m.db", b"k" * 32)
-    store.add_messages([msg(1, f"keep this"), msg(2, f"forget {CANARY}", app="Slack")])
+    store.add_messages([msg(1, "keep this"), msg(2, f"forget {CANARY}", app="Slack")])
     deleted = store.forget(app="Slack")
     assert len(deleted) == 1
     assert store.keyword_search(CANARY, 5) == []

@@ -1,7 +1,6 @@
 """The encrypted vault: round trip, merge, every refusal, and a fuzz of mutated vaults."""
 
 import json
-import os
 import random
 import struct
 

@@ -30,6 +30,7 @@ MIN_CONFIDENCE = 40
 MIN_SIDE = 8  # px: a region narrower or lower than this holds no readable text
 PAD = 10  # px of background added round every region before it is read
 EDGE = 24  # grey step between neighbouring pixels that counts as an edge (ink)
+ROW_INK = 4  # edges a row may cross and still be blank (window borders, a caret)
 MIN_BAND = 4  # px: a strip lower than this is a rule or a border, not text
 BAND_MARGIN = 2  # px kept round a strip's ink
 POLARITY_BLOCK = 8  # px: the side of the blocks whose background decides inversion
@@ -220,17 +221,22 @@ def _read_grey(grey: np.ndarray, origin: tuple[int, int], resident: bool = True)
     return words
 
 
+def edge_map(rgb: np.ndarray) -> np.ndarray:
+    """Where neighbouring pixels in a row differ by more than EDGE (green channel): ink. A row with
+    at most ROW_INK such edges is blank — a window's border crosses it, no text does."""
+    return np.abs(np.diff(rgb[..., 1].astype(np.int16), axis=-1)) > EDGE
+
+
 def bands(rgb: np.ndarray) -> list[tuple[int, int, int, int]]:
     """The strips of a region with anything on them, as (top, bottom, left, right): runs of rows
     that cross edges, separated by blank rows, each cut to the columns its edges span (a line of
     text, a few touching lines, or a picture)."""
-    g = rgb[:, :, 1].astype(np.int16)
-    edges = np.abs(np.diff(g, axis=1)) > EDGE
-    inked = np.concatenate([[False], edges.sum(axis=1) > 4, [False]])
+    edges = edge_map(rgb)
+    inked = np.concatenate([[False], edges.sum(axis=1) > ROW_INK, [False]])
     starts = np.flatnonzero(inked[1:] & ~inked[:-1])
     stops = np.flatnonzero(~inked[1:] & inked[:-1])
     out = []
-    h, w = g.shape
+    h, w = rgb.shape[:2]
     for a, b in zip(starts.tolist(), stops.tolist()):
         if b - a < MIN_BAND:
             continue

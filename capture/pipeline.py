@@ -126,8 +126,7 @@ def whole_lines(rgb: np.ndarray, spans: list[tuple[int, int]]) -> list[tuple[int
     for a, b in spans:
         top, bottom = max(0, a - LINE_REACH), min(h, b + LINE_REACH)
         rows = np.concatenate([np.arange(top, a), np.arange(b, bottom)])  # only the rows it may grow into
-        grey = rgb[rows, :, 1].astype(np.int16)
-        blank = dict(zip(rows.tolist(), ((np.abs(np.diff(grey, axis=1)) > ocr.EDGE).sum(axis=1) <= 4).tolist()))
+        blank = dict(zip(rows.tolist(), (ocr.edge_map(rgb[rows]).sum(axis=1) <= ocr.ROW_INK).tolist()))
         lo = next((i for i in range(a - 1, top - 1, -1) if blank[i]), top)
         hi = next((i + 1 for i in range(b, bottom) if blank[i]), bottom)
         if out and lo <= out[-1][1]:

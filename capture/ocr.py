@@ -199,9 +199,8 @@ def read(rgb: np.ndarray, offset: tuple[int, int] = (0, 0), resident: bool = Tru
 
 
 def _padded(grey: np.ndarray) -> np.ndarray:
-    """A margin of background round the crop: tesseract misses text
-    that touches the image's edge, and a strip of one line of text is read reliably only with room
-    above and below it."""
+    """A margin of background round the crop: tesseract misses text that touches the image's edge,
+    and a strip of one line of text is read reliably only with room above and below it."""
     border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
     return np.pad(grey, PAD, constant_values=int(np.median(border)))
 

@@ -362,7 +362,9 @@ class CapturePipeline:
         self._frames[p.monitor] = p.rgb
         if isinstance(self.ocr_fn, ocr.LineCache):
             self.stats.lines_read, self.stats.lines_reused = self.ocr_fn.misses, self.ocr_fn.hits
-        _, found = redact.redact(ocr.to_text(words))
+        # Words grouped into lines once (in memory only): for redaction, blanking and the new lines.
+        lines = [(" ".join(wd.text for wd in line), line) for line in ocr.lines(words)]
+        _, found = redact.redact("\n".join(t for t, _ in lines))
         self.stats.redacted.update(found)
         clean = set(redact.redact(" ".join(wd.text for wd in words))[0].split()) if found else None
 
@@ -370,12 +372,11 @@ class CapturePipeline:
             return wd.text if clean is None or wd.text in clean else "[redacted]"
 
         if found:
-            self._blank_secrets(p.rgb, words, clean)
+            self._blank_secrets(p.rgb, [line for _, line in lines], clean)
         # Only lines not already on this monitor's screen (in this window) are stored as the frame's
         # text: what stays on screen is remembered once, at the moment it appeared.
         win = p.window
         context = (win.app, win.page) if win else None
-        lines = [(" ".join(wd.text for wd in line), line) for line in ocr.lines(words)]  # in memory only
         seen = self._seen.get(p.monitor) if self._context.get(p.monitor) == context else None
         new = [(t, line) for t, line in lines if seen is None or t not in seen]
         self._seen[p.monitor] = {t for t, _ in lines}
@@ -416,9 +417,9 @@ class CapturePipeline:
         return sid
 
     @staticmethod
-    def _blank_secrets(rgb: np.ndarray, words: list[ocr.Word], clean: set[str]) -> None:
-        """Pixels of redacted words are blacked out too: the stored image keeps no secret."""
-        for line in ocr.lines(words):
+    def _blank_secrets(rgb: np.ndarray, lines: list[list[ocr.Word]], clean: set[str]) -> None:
+        """Pixels of redacted words are blacked out too (their whole line): the stored image keeps no secret."""
+        for line in lines:
             if any(wd.text not in clean for wd in line):
                 for wd in line:
                     rgb[wd.top:wd.top + wd.height, wd.left:wd.left + wd.width] = 0

@@ -229,7 +229,9 @@ def edge_map(rgb: np.ndarray) -> np.ndarray:
 def bands(rgb: np.ndarray) -> list[tuple[int, int, int, int]]:
     """The strips of a region with anything on them, as (top, bottom, left, right): runs of rows
     that cross edges, separated by blank rows, each cut to the columns its edges span (a line of
-    text, a few touching lines, or a picture)."""
+    text, a few touching lines, or a picture). A vertical rule — a window's border, a divider — is
+    left out: its edges run on through the blank rows round the strip, a glyph's stop. Otherwise
+    every strip of a bordered window would span the window and be read as '|text ... |'."""
     edges = edge_map(rgb)
     inked = np.concatenate([[False], edges.sum(axis=1) > ROW_INK, [False]])
     starts = np.flatnonzero(inked[1:] & ~inked[:-1])
@@ -239,7 +241,10 @@ def bands(rgb: np.ndarray) -> list[tuple[int, int, int, int]]:
     for a, b in zip(starts.tolist(), stops.tolist()):
         if b - a < MIN_BAND:
             continue
-        cols = np.flatnonzero(edges[a:b].any(axis=0))
+        rule = edges[max(0, a - BAND_MARGIN - 1):b + BAND_MARGIN + 1].all(axis=0)
+        cols = np.flatnonzero(edges[a:b].any(axis=0) & ~rule)
+        if not cols.size:  # rules only: nothing to read
+            continue
         a, b = max(0, a - BAND_MARGIN), min(h, b + BAND_MARGIN)
         out.append((a, b, max(0, int(cols[0]) - BAND_MARGIN), min(w, int(cols[-1]) + 2 + BAND_MARGIN)))
     return out

@@ -121,7 +121,9 @@ def encode_screen(rgb: np.ndarray) -> bytes:
 
 def whole_lines(rgb: np.ndarray, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """Row spans grown to the nearest blank row on each side (a row with no text crosses few edges),
-    so no line of text is cut in two; spans that then touch are merged."""
+    so no line of text is cut in two; spans that then overlap (parts of one line) are merged. Two
+    lines that only share the blank row between them stay apart: each is then narrowed to its own
+    changed columns (the end of a line just finished, and the whole new line below it)."""
     h, out = rgb.shape[0], []
     for a, b in spans:
         top, bottom = max(0, a - LINE_REACH), min(h, b + LINE_REACH)
@@ -129,7 +131,7 @@ def whole_lines(rgb: np.ndarray, spans: list[tuple[int, int]]) -> list[tuple[int
         blank = dict(zip(rows.tolist(), (ocr.edge_map(rgb[rows]).sum(axis=1) <= ocr.ROW_INK).tolist()))
         lo = next((i for i in range(a - 1, top - 1, -1) if blank[i]), top)
         hi = next((i + 1 for i in range(b, bottom) if blank[i]), bottom)
-        if out and lo <= out[-1][1]:
+        if out and lo < out[-1][1] - 1:
             out[-1] = (out[-1][0], max(out[-1][1], hi))
         else:
             out.append((lo, hi))

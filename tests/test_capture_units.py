@@ -356,6 +356,34 @@ def test_typing_at_the_end_of_a_line_reads_only_the_word_being_typed():
     assert c0 <= 4 and 4 + font.getlength("alpha beta gamma delta") <= c1 < 4 + font.getlength("alpha beta gamma delta") + 20
 
 
+def test_a_finished_line_and_the_new_line_below_it_are_each_read_from_their_own_changes():
+    """Typing wraps onto a new line: the line above is read from where it was last read, not whole."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from mneme.capture.change import scroll_shift
+    from mneme.capture.pipeline import changed_columns, whole_lines
+
+    font = ImageFont.truetype("/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf", 15)
+
+    def screen(*lines):
+        img = Image.new("RGB", (800, 160), "white")
+        for i, text in enumerate(lines):
+            ImageDraw.Draw(img).text((4, 4 + 15 * i), text, fill="black", font=font)  # a blank row between
+        return np.asarray(img)
+
+    above = ("notes on the harbour survey", "the tide tables for March", "and the pilot's phone number")
+    before = screen(*above, "alpha beta gamma del")
+    now = screen(*above, "alpha beta gamma delta epsilon", "zeta eta lift")
+    dy, spans = scroll_shift(before, now)
+    lines = whole_lines(now, spans)
+    assert dy == 0 and len(lines) == 2  # the two lines share a blank row, and are not merged
+    (a0, a1), (b0, b1) = lines
+    c0, _ = changed_columns(before, now, dy, a0, a1)
+    assert c0 >= 4 + font.getlength("alpha beta gamma")  # only the end of the finished line
+    c0, c1 = changed_columns(before, now, dy, b0, b1)
+    assert c0 <= 4 and c1 >= 4 + font.getlength("zeta eta lift")
+
+
 def test_a_line_still_being_typed_is_read_once_a_tick_later_and_flushed_at_stop(open_mem):
     import threading
 

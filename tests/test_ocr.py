@@ -116,3 +116,20 @@ def test_line_cache_forgets_the_oldest_lines_past_its_size():
     cache(page(PAGE[:3]))
     cache(page(PAGE[:1]))
     assert cache.misses == 4  # the first line had been dropped to keep two
+
+
+def test_a_window_border_beside_the_text_is_not_read_as_part_of_its_lines():
+    """A terminal's 1 px border runs 2 px from its text: each strip is cut to the text alone, so
+    neither '|' nor the width of the window is read with every line."""
+    rgb = page(PAGE[:3]).copy()
+    rgb[:, 10], rgb[:, 700] = 80, 80  # borders left and right, through the blank rows too
+    strips = ocr.bands(rgb)
+    assert len(strips) == 3
+    text_right = 14 + ImageFont.truetype(FONT.replace("Sans", "SansMono"), 16).getlength(PAGE[2])
+    for _, _, left, right in strips:
+        assert left > 10 and right < text_right + 8
+    assert ocr.to_text(ocr.LineCache()(rgb)) == "\n".join(PAGE[:3])
+    framed = rgb.copy()
+    framed[:, 10] = 255  # a stroke only as tall as the text (a glyph, '|'): kept
+    framed[17:29, 10] = 80
+    assert ocr.bands(framed)[0][2] <= 10

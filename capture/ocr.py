@@ -245,8 +245,12 @@ def bands(rgb: np.ndarray) -> list[tuple[int, int, int, int]]:
         cols = np.flatnonzero(edges[a:b].any(axis=0) & ~rule)
         if not cols.size:  # rules only: nothing to read
             continue
-        a, b = max(0, a - BAND_MARGIN), min(h, b + BAND_MARGIN)
-        out.append((a, b, max(0, int(cols[0]) - BAND_MARGIN), min(w, int(cols[-1]) + 2 + BAND_MARGIN)))
+        left, right = int(cols[0]), int(cols[-1])
+        rules = np.flatnonzero(rule)  # the margin round the ink stops short of a rule beside it
+        before, after = rules[rules < left], rules[rules > right]
+        left = max(left - BAND_MARGIN, int(before[-1]) + 1 if before.size else 0)
+        right = min(right + 2 + BAND_MARGIN, int(after[0]) if after.size else w)
+        out.append((max(0, a - BAND_MARGIN), min(h, b + BAND_MARGIN), left, right))
     return out
 
 

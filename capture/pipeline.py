@@ -121,9 +121,10 @@ def encode_screen(rgb: np.ndarray) -> bytes:
 
 def whole_lines(rgb: np.ndarray, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """Row spans grown to the nearest blank row on each side (a row with no text crosses few edges),
-    so no line of text is cut in two; spans that then overlap (parts of one line) are merged. Two
-    lines that only share the blank row between them stay apart: each is then narrowed to its own
-    changed columns (the end of a line just finished, and the whole new line below it)."""
+    so no line of text is cut in two; spans that then touch are merged, and the result is cut
+    again between its lines of text. Each line is then narrowed to its own changed columns: when
+    typing wraps onto a new line, the line above is read from where it changed, not whole (a
+    block caret spans the blank rows between two lines, so their changed rows run together)."""
     h, out = rgb.shape[0], []
     for a, b in spans:
         top, bottom = max(0, a - LINE_REACH), min(h, b + LINE_REACH)
@@ -131,11 +132,20 @@ def whole_lines(rgb: np.ndarray, spans: list[tuple[int, int]]) -> list[tuple[int
         blank = dict(zip(rows.tolist(), (ocr.edge_map(rgb[rows]).sum(axis=1) <= ocr.ROW_INK).tolist()))
         lo = next((i for i in range(a - 1, top - 1, -1) if blank[i]), top)
         hi = next((i + 1 for i in range(b, bottom) if blank[i]), bottom)
-        if out and lo < out[-1][1] - 1:
+        if out and lo <= out[-1][1]:
             out[-1] = (out[-1][0], max(out[-1][1], hi))
         else:
             out.append((lo, hi))
-    return out
+    return [line for lo, hi in out for line in _cut_between_lines(rgb, lo, hi)]
+
+
+def _cut_between_lines(rgb: np.ndarray, lo: int, hi: int) -> list[tuple[int, int]]:
+    """Rows lo:hi cut in the middle of each run of blank rows between two inked ones: pieces that
+    cover lo:hi together, each with one line of text (or a few touching ones) in it."""
+    inked = np.flatnonzero(ocr.edge_map(rgb[lo:hi]).sum(axis=1) > ocr.ROW_INK)
+    gaps = np.flatnonzero(np.diff(inked) > 1)
+    cuts = [lo] + [lo + (int(inked[i]) + int(inked[i + 1]) + 1) // 2 for i in gaps] + [hi]
+    return list(zip(cuts[:-1], cuts[1:]))
 
 
 def changed_columns(before: np.ndarray, now: np.ndarray, dy: int, lo: int, hi: int) -> tuple[int, int] | None:

@@ -357,7 +357,8 @@ def test_typing_at_the_end_of_a_line_reads_only_the_word_being_typed():
 
 
 def test_a_finished_line_and_the_new_line_below_it_are_each_read_from_their_own_changes():
-    """Typing wraps onto a new line: the line above is read from where it was last read, not whole."""
+    """Typing wraps onto a new line: the line above is read from where it was last read, not whole,
+    though the block caret that moved spans the blank rows between the two lines."""
     from PIL import Image, ImageDraw, ImageFont
 
     from mneme.capture.change import scroll_shift
@@ -367,16 +368,20 @@ def test_a_finished_line_and_the_new_line_below_it_are_each_read_from_their_own_
 
     def screen(*lines):
         img = Image.new("RGB", (800, 160), "white")
+        draw = ImageDraw.Draw(img)
         for i, text in enumerate(lines):
-            ImageDraw.Draw(img).text((4, 4 + 15 * i), text, fill="black", font=font)  # a blank row between
+            draw.text((4, 4 + 20 * i), text, fill="black", font=font)
+        caret = 4 + font.getlength(lines[-1] + " ")
+        draw.rectangle((caret, 5 + 20 * (len(lines) - 1), caret + 8, 24 + 20 * (len(lines) - 1)), fill="black")
         return np.asarray(img)
 
     above = ("notes on the harbour survey", "the tide tables for March", "and the pilot's phone number")
     before = screen(*above, "alpha beta gamma del")
     now = screen(*above, "alpha beta gamma delta epsilon", "zeta eta lift")
     dy, spans = scroll_shift(before, now)
-    lines = whole_lines(now, spans)
-    assert dy == 0 and len(lines) == 2  # the two lines share a blank row, and are not merged
+    assert dy == 0 and len(spans) == 1  # the caret joins the changed rows of both lines
+    lines = [(a, b) for a, b in whole_lines(now, spans) if changed_columns(before, now, dy, a, b)]
+    assert len(lines) == 2
     (a0, a1), (b0, b1) = lines
     c0, _ = changed_columns(before, now, dy, a0, a1)
     assert c0 >= 4 + font.getlength("alpha beta gamma")  # only the end of the finished line

@@ -226,12 +226,23 @@ def edge_map(rgb: np.ndarray) -> np.ndarray:
     return np.abs(np.diff(rgb[..., 1].astype(np.int16), axis=-1)) > EDGE
 
 
-def bands(rgb: np.ndarray) -> list[tuple[int, int, int, int]]:
-    """The strips of a region with anything on them, as (top, bottom, left, right): runs of rows
-    that cross edges, separated by blank rows, each cut to the columns its edges span (a line of
-    text, a few touching lines, or a picture). A vertical rule — a window's border, a divider — is
-    left out: its edges run on through the blank rows round the strip, a glyph's stop. Otherwise
-    every strip of a bordered window would span the window and be read as '|text ... |'."""
+@dataclass(frozen=True)
+class Strip:
+    """A strip of a region to read (top:bottom, left:right), and its ink within it (the rows and
+    columns that cross edges, without the margin kept round them)."""
+    top: int
+    bottom: int
+    left: int
+    right: int
+    ink: tuple[int, int, int, int]  # top, bottom, left, right
+
+
+def bands(rgb: np.ndarray) -> list[Strip]:
+    """The strips of a region with anything on them: runs of rows that cross edges, separated by
+    blank rows, each cut to the columns its edges span (a line of text, a few touching lines, or a
+    picture). A vertical rule — a window's border, a divider — is left out: its edges run on
+    through the blank rows round the strip, a glyph's stop. Otherwise every strip of a bordered
+    window would span the window and be read as '|text ... |'."""
     edges = edge_map(rgb)
     inked = np.concatenate([[False], edges.sum(axis=1) > ROW_INK, [False]])
     starts = np.flatnonzero(inked[1:] & ~inked[:-1])
@@ -245,12 +256,12 @@ def bands(rgb: np.ndarray) -> list[tuple[int, int, int, int]]:
         cols = np.flatnonzero(edges[a:b].any(axis=0) & ~rule)
         if not cols.size:  # rules only: nothing to read
             continue
-        left, right = int(cols[0]), int(cols[-1])
+        ink_left, ink_right = int(cols[0]), min(w, int(cols[-1]) + 2)
         rules = np.flatnonzero(rule)  # the margin round the ink stops short of a rule beside it
-        before, after = rules[rules < left], rules[rules > right]
-        left = max(left - BAND_MARGIN, int(before[-1]) + 1 if before.size else 0)
-        right = min(right + 2 + BAND_MARGIN, int(after[0]) if after.size else w)
-        out.append((max(0, a - BAND_MARGIN), min(h, b + BAND_MARGIN), left, right))
+        before, after = rules[rules < ink_left], rules[rules >= ink_right - 1]
+        left = max(ink_left - BAND_MARGIN, int(before[-1]) + 1 if before.size else 0)
+        right = min(ink_right + BAND_MARGIN, int(after[0]) if after.size else w)
+        out.append(Strip(max(0, a - BAND_MARGIN), min(h, b + BAND_MARGIN), left, right, (a, b, ink_left, ink_right)))
     return out
 
 
@@ -267,26 +278,40 @@ class LineCache:
         self.hits = self.misses = 0
 
     def __call__(self, rgb: np.ndarray, offset: tuple[int, int] = (0, 0)) -> list[Word]:
-        places, todo, grey = [], {}, None
-        for top, bottom, left, right in bands(rgb):
-            crop = rgb[top:bottom, left:right]
-            key = hashlib.blake2b(np.ascontiguousarray(crop).tobytes(), digest_size=16,
-                                  person=b"%dx%d" % crop.shape[:2]).digest()
-            places.append((key, left, top))
-            if key not in self._words and key not in todo:  # a strip twice in one region is read once
-                grey = prepare(rgb) if grey is None else grey  # polarity needs the strip's surroundings
-                todo[key] = grey[top:bottom, left:right]
-        for key, found in zip(todo, self._read_stacked(list(todo.values()))):
-            self._words[key] = found
+        return self.read_many([(rgb, offset)])[0]
+
+    def read_many(self, regions: list[tuple[np.ndarray, tuple[int, int]]]) -> list[list[Word]]:
+        """The words of each (region, offset), every strip not yet known read in one call."""
+        places, todo = [], {}
+        for rgb, offset in regions:
+            grey, here = None, []
+            for strip in bands(rgb):
+                # A strip is known by its ink alone: the same line read in a taller or shorter region
+                # (its margin clipped or not) is the same line. Its words are kept relative to its ink.
+                top, bottom, left, right = strip.ink
+                key = hashlib.blake2b(np.ascontiguousarray(rgb[top:bottom, left:right]).tobytes(), digest_size=16,
+                                      person=b"%dx%d" % (bottom - top, right - left)).digest()
+                here.append((key, offset[0] + left, offset[1] + top))
+                if key not in self._words and key not in todo:  # a strip seen twice at once is read once
+                    grey = prepare(rgb) if grey is None else grey  # polarity needs the strip's surroundings
+                    todo[key] = (grey[strip.top:strip.bottom, strip.left:strip.right],
+                                 (left - strip.left, top - strip.top))
+            places.append(here)
+        crops = [crop for crop, _ in todo.values()]
+        for (key, (_, (dx, dy))), found in zip(todo.items(), self._read_stacked(crops)):
+            self._words[key] = [_moved(wd, -dx, -dy) for wd in found]
         self.misses += len(todo)
-        self.hits += len(places) - len(todo)
-        words = []
-        for key, left, top in places:
-            self._words.move_to_end(key)
-            words.extend(_moved(wd, offset[0] + left, offset[1] + top) for wd in self._words[key])
+        self.hits += sum(map(len, places)) - len(todo)
+        out = []
+        for here in places:
+            words = []
+            for key, x, y in here:
+                self._words.move_to_end(key)
+                words.extend(_moved(wd, x, y) for wd in self._words[key])
+            out.append(words)
         while len(self._words) > self.size:
             self._words.popitem(last=False)
-        return words
+        return out
 
     def _read_stacked(self, crops: list[np.ndarray]) -> list[list[Word]]:
         """Each prepared crop's words, boxes relative to the crop, from one read of them stacked."""

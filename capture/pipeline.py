@@ -349,6 +349,7 @@ class CapturePipeline:
         words = [wd for wd in previous if not inside(wd, grown)]
         before = self._frames.get(p.monitor)
         fresh_area = 0  # pixels read anew (a scroll's carried rows are not new)
+        to_read: list[tuple[int, int, int, int]] = []
         for x, y, rw, rh in grown:
             area = (x, y, rw, rh)
             shift = None if before is None or before.shape != p.rgb.shape else \
@@ -367,9 +368,14 @@ class CapturePipeline:
                         if y <= moved.top and moved.top + moved.height <= y + rh and not inside(moved, reads):
                             words.append(moved)
             fresh_area += sum(rrw * rrh for _, _, rrw, rrh in reads)
-            for rx, ry, rrw, rrh in reads:
-                words.extend(wd for wd in self.ocr_fn(p.rgb[ry:ry + rrh, rx:rx + rrw], (rx, ry))
-                             if inside(wd, [(rx, ry, rrw, rrh)]))
+            to_read.extend(reads)
+        crops = [(p.rgb[ry:ry + rrh, rx:rx + rrw], (rx, ry)) for rx, ry, rrw, rrh in to_read]
+        if hasattr(self.ocr_fn, "read_many"):  # the line cache: every new strip of the frame in one call
+            found = self.ocr_fn.read_many(crops)
+        else:
+            found = [self.ocr_fn(crop, offset) for crop, offset in crops]
+        for rect, got in zip(to_read, found):
+            words.extend(wd for wd in got if inside(wd, [rect]))
         self._words[p.monitor] = words
         self._frames[p.monitor] = p.rgb
         if isinstance(self.ocr_fn, ocr.LineCache):

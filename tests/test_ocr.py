@@ -126,10 +126,35 @@ def test_a_window_border_beside_the_text_is_not_read_as_part_of_its_lines():
     strips = ocr.bands(rgb)
     assert len(strips) == 3
     text_right = 14 + ImageFont.truetype(FONT.replace("Sans", "SansMono"), 16).getlength(PAGE[2])
-    for _, _, left, right in strips:
-        assert left > 10 and right < text_right + 8
+    for strip in strips:
+        assert strip.left > 10 and strip.right < text_right + 8
     assert ocr.to_text(ocr.LineCache()(rgb)) == "\n".join(PAGE[:3])
     framed = rgb.copy()
     framed[:, 10] = 255  # a stroke only as tall as the text (a glyph, '|'): kept
     framed[17:29, 10] = 80
-    assert ocr.bands(framed)[0][2] <= 10
+    assert ocr.bands(framed)[0].left <= 10
+
+
+def test_a_line_is_known_again_whether_its_blank_margin_was_cut_or_not():
+    """The same line in a region cut tight round it (one blank row) and in a roomier one is one
+    strip to the cache, and its words land in the same place either way."""
+    rgb = page(PAGE[:1])
+    strip = ocr.bands(rgb)[0]
+    top, bottom = strip.ink[0], strip.ink[1]
+    cache = ocr.LineCache()
+    roomy = cache(rgb[top - 6:bottom + 6], offset=(0, top - 6))
+    tight = cache(rgb[top - 1:bottom + 1], offset=(0, top - 1))
+    assert (cache.misses, cache.hits) == (1, 1)
+    assert [(w.text, w.left, w.top) for w in tight] == [(w.text, w.left, w.top) for w in roomy]
+    assert ocr.to_text(tight) == PAGE[0]
+
+
+def test_strips_of_several_regions_are_read_in_one_call(monkeypatch):
+    calls = []
+    real = ocr._read_grey
+    monkeypatch.setattr(ocr, "_read_grey", lambda grey, *a: calls.append(grey.shape) or real(grey, *a))
+    light, dark = page(PAGE[:2]), page(PAGE[2:3], "dark")
+    got = ocr.LineCache().read_many([(light, (0, 0)), (dark, (900, 300))])
+    assert len(calls) == 1
+    assert [ocr.to_text(words) for words in got] == ["\n".join(PAGE[:2]), PAGE[2]]
+    assert [(w.text, w.left, w.top) for w in got[1]] == [(w.text, w.left, w.top) for w in ocr.read(dark, (900, 300))]

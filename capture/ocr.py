@@ -226,6 +226,11 @@ def edge_map(rgb: np.ndarray) -> np.ndarray:
     return np.abs(np.diff(rgb[..., 1].astype(np.int16), axis=-1)) > EDGE
 
 
+def inked_rows(rgb: np.ndarray, edges: np.ndarray | None = None) -> np.ndarray:
+    """Per row, whether it crosses more than ROW_INK edges (text or a picture; else blank)."""
+    return (edge_map(rgb) if edges is None else edges).sum(axis=1) > ROW_INK
+
+
 @dataclass(frozen=True)
 class Strip:
     """A strip of a region to read (top:bottom, left:right), and its ink within it (the rows and
@@ -244,7 +249,7 @@ def bands(rgb: np.ndarray) -> list[Strip]:
     through the blank rows round the strip, a glyph's stop. Otherwise every strip of a bordered
     window would span the window and be read as '|text ... |'."""
     edges = edge_map(rgb)
-    inked = np.concatenate([[False], edges.sum(axis=1) > ROW_INK, [False]])
+    inked = np.concatenate([[False], inked_rows(rgb, edges), [False]])
     starts = np.flatnonzero(inked[1:] & ~inked[:-1])
     stops = np.flatnonzero(~inked[1:] & inked[:-1])
     out = []

@@ -129,7 +129,7 @@ def whole_lines(rgb: np.ndarray, spans: list[tuple[int, int]]) -> list[tuple[int
     for a, b in spans:
         top, bottom = max(0, a - LINE_REACH), min(h, b + LINE_REACH)
         rows = np.concatenate([np.arange(top, a), np.arange(b, bottom)])  # only the rows it may grow into
-        blank = dict(zip(rows.tolist(), (ocr.edge_map(rgb[rows]).sum(axis=1) <= ocr.ROW_INK).tolist()))
+        blank = dict(zip(rows.tolist(), (~ocr.inked_rows(rgb[rows])).tolist()))
         lo = next((i for i in range(a - 1, top - 1, -1) if blank[i]), top)
         hi = next((i + 1 for i in range(b, bottom) if blank[i]), bottom)
         if out and lo <= out[-1][1]:
@@ -142,7 +142,7 @@ def whole_lines(rgb: np.ndarray, spans: list[tuple[int, int]]) -> list[tuple[int
 def _cut_between_lines(rgb: np.ndarray, lo: int, hi: int) -> list[tuple[int, int]]:
     """Rows lo:hi cut in the middle of each run of blank rows between two inked ones: pieces that
     cover lo:hi together, each with one line of text (or a few touching ones) in it."""
-    inked = np.flatnonzero(ocr.edge_map(rgb[lo:hi]).sum(axis=1) > ocr.ROW_INK)
+    inked = np.flatnonzero(ocr.inked_rows(rgb[lo:hi]))
     gaps = np.flatnonzero(np.diff(inked) > 1)
     cuts = [lo] + [lo + (int(inked[i]) + int(inked[i + 1]) + 1) // 2 for i in gaps] + [hi]
     return list(zip(cuts[:-1], cuts[1:]))
@@ -370,7 +370,7 @@ class CapturePipeline:
             fresh_area += sum(rrw * rrh for _, _, rrw, rrh in reads)
             to_read.extend(reads)
         crops = [(p.rgb[ry:ry + rrh, rx:rx + rrw], (rx, ry)) for rx, ry, rrw, rrh in to_read]
-        if hasattr(self.ocr_fn, "read_many"):  # the line cache: every new strip of the frame in one call
+        if isinstance(self.ocr_fn, ocr.LineCache):  # every new strip of the frame in one call
             found = self.ocr_fn.read_many(crops)
         else:
             found = [self.ocr_fn(crop, offset) for crop, offset in crops]

@@ -271,10 +271,10 @@ def bands(rgb: np.ndarray) -> list[Strip]:
 
 
 class LineCache:
-    """OCR that remembers the words of every strip it has read, by the strip's pixels: a line that
-    comes back exactly as it was (a window switched back to, a terminal echoing what was typed, a
-    page scrolled back) is not read again. The strips not remembered are stacked into one image and
-    read in one call. Words are kept in memory only, for the last *size* strips."""
+    """OCR that remembers the words of every strip it has read, by the pixels of the strip's ink: a
+    line that comes back exactly as it was (a window switched back to, a terminal echoing what was
+    typed, a page scrolled back) is not read again. The strips not remembered are stacked into one
+    image and read in one call. Words are kept in memory only, for the last *size* strips."""
 
     def __init__(self, size: int = 4096, resident: bool = True):
         self.size = size

@@ -154,16 +154,14 @@ def changed_columns(before: np.ndarray, now: np.ndarray, dy: int, lo: int, hi: i
     scroll brought them in, the columns with anything on them. Typing at the end of a line reads
     the word being typed, and a new line at the bottom of a terminal reads its few words."""
     w = now.shape[1]
-    strip = now[lo:hi, :, 1]
-    ink = (strip.max(axis=0).astype(np.int16) - strip.min(axis=0)) > ocr.EDGE
+    ink = _inked_columns(now[lo:hi])
     a, b = max(lo, -dy), min(hi, before.shape[0] - dy)  # the rows that have a counterpart
     wanted = np.zeros(w, dtype=bool)
     if a < b:
         wanted |= (now[a:b] != before[a + dy:b + dy]).any(axis=(0, 2))
     if a > lo or b < hi or a >= b:  # rows brought in: whatever is on them
         brought = np.concatenate([np.arange(lo, min(a, hi)), np.arange(max(b, lo), hi)]) if a < b else np.arange(lo, hi)
-        rows = now[brought, :, 1]
-        wanted |= (rows.max(axis=0).astype(np.int16) - rows.min(axis=0)) > ocr.EDGE
+        wanted |= _inked_columns(now[brought])
     cols = np.flatnonzero(wanted)
     if not cols.size:
         return None
@@ -176,6 +174,12 @@ def changed_columns(before: np.ndarray, now: np.ndarray, dy: int, lo: int, hi: i
         run = 0 if ink[c1] else run + 1
         c1 += 1
     return c0, c1
+
+
+def _inked_columns(rows: np.ndarray) -> np.ndarray:
+    """Per column, whether its pixels in *rows* span more than an edge's step of grey (anything on it)."""
+    green = rows[..., 1]
+    return (green.max(axis=0).astype(np.int16) - green.min(axis=0)) > ocr.EDGE
 
 
 def inside(word: ocr.Word, rects) -> bool:
@@ -372,14 +376,13 @@ class CapturePipeline:
         crops = [(p.rgb[ry:ry + rrh, rx:rx + rrw], (rx, ry)) for rx, ry, rrw, rrh in to_read]
         if isinstance(self.ocr_fn, ocr.LineCache):  # every new strip of the frame in one call
             found = self.ocr_fn.read_many(crops)
+            self.stats.lines_read, self.stats.lines_reused = self.ocr_fn.misses, self.ocr_fn.hits
         else:
             found = [self.ocr_fn(crop, offset) for crop, offset in crops]
         for rect, got in zip(to_read, found):
             words.extend(wd for wd in got if inside(wd, [rect]))
         self._words[p.monitor] = words
         self._frames[p.monitor] = p.rgb
-        if isinstance(self.ocr_fn, ocr.LineCache):
-            self.stats.lines_read, self.stats.lines_reused = self.ocr_fn.misses, self.ocr_fn.hits
         # Words grouped into lines once (in memory only): for redaction, blanking and the new lines.
         lines = [(" ".join(wd.text for wd in line), line) for line in ocr.lines(words)]
         _, found = redact.redact("\n".join(t for t, _ in lines))

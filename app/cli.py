@@ -107,12 +107,9 @@ def _print_hit(n: int, hit) -> None:
 
 
 def _load_llm(mem, model: str | None):
-    from mneme.models.llama import LlamaLLM
-    from mneme.models.registry import resolve_model
+    from mneme.models.registry import load_llm
 
-    path = resolve_model(model or mem.config["model_path"])
-    return LlamaLLM(path, n_ctx=mem.config["n_ctx"], n_threads=mem.config.threads(),
-                    low_memory=mem.config["low_memory"])
+    return load_llm(mem.config, model)
 
 
 # -- commands -----------------------------------------------------------------------------------
@@ -151,20 +148,12 @@ def cmd_search(args) -> int:
     with _open(args, create=False) as mem:
         _wait_index(mem)
         if args.batch:
-            path = Path(args.batch)
-            for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-                if not line.strip():
-                    continue
-                try:
-                    item = json.loads(line)
-                    query = item["query"]
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    raise UserError(f"{path.name}:{lineno}: expected {{\"query\": ...}}",
-                                    "one JSON object a line") from None
-                result = mem.search(query, item.get("limit", args.limit), mode=args.mode,
+            for item in _read_batch(Path(args.batch), "query"):
+                result = mem.search(item["query"], item.get("limit", args.limit), mode=args.mode,
                                     app=item.get("app"), since=_date(item.get("since")),
                                     until=_date(item.get("until")))
-                print(json.dumps({"query": query, "hits": [h.as_json() for h in result.hits]}))
+                print(json.dumps({"query": item["query"], "hits": [h.as_json() for h in result.hits]},
+                                 ensure_ascii=False))
             return 0
         result = mem.search(args.query, args.limit, mode=args.mode, **_filters(args))
         if args.json:
@@ -183,20 +172,57 @@ def _print_citations(answer) -> None:
     print("\nSources:")
     for c in answer.citations:
         when = datetime.fromtimestamp(c.time).astimezone().strftime("%Y-%m-%d %H:%M")
-        print(f"  [{c.n}] {when}  {' · '.join(p for p in (c.app, c.title) if p)}  "
-              f"(sources {', '.join(map(str, c.source_ids))})")
+        print(f"  [{c.n}] {when}  {' · '.join(p for p in (c.app, c.title) if p)}"
+              f"{'  ' + c.speaker if c.speaker else ''}")
+        if c.quote:
+            print(f"      “{c.quote}”")
+
+
+def _read_batch(path: Path, key: str) -> list[dict]:
+    """One JSON object with *key* a line; a bad line is refused with its number before any work."""
+    items = []
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read {path}: {exc}", "give a UTF-8 JSONL file") from None
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            if not isinstance(item, dict) or not isinstance(item[key], str):
+                raise TypeError
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise UserError(f"{path.name}:{lineno}: expected {{\"{key}\": \"...\"}}",
+                            "one JSON object a line; nothing was run") from None
+        items.append(item)
+    return items
 
 
 def cmd_ask(args) -> int:
     from mneme.core.assistant import Assistant
 
+    if not args.question and not args.batch:
+        raise UserError("ask needs a QUESTION or --batch FILE", "e.g. mneme ask 'when is the dentist?'")
+    batch = _read_batch(Path(args.batch), "question") if args.batch else None
     with _open(args, create=False) as mem:
         llm = _load_llm(mem, args.model)
         try:
             _wait_index(mem)
             assistant = Assistant(mem, llm, max_answer_tokens=mem.config["max_answer_tokens"])
+            if batch is not None:
+                bar = _progress("answering", total=len(batch), unit="question")
+                for item in batch:
+                    answer = assistant.ask(item["question"], remember=not args.no_history,
+                                           since=_date(item.get("since")), until=_date(item.get("until")),
+                                           app=item.get("app"))
+                    print(json.dumps(answer.as_json(), ensure_ascii=False), flush=True)
+                    bar.update(1)
+                bar.close()
+                return 0
             stream = None if args.json else (lambda t: (sys.stdout.write(t), sys.stdout.flush()))
-            answer = assistant.ask(args.question, on_token=stream, **_filters(args))
+            answer = assistant.ask(args.question, on_token=stream, remember=not args.no_history,
+                                   **_filters(args))
         finally:
             llm.close()
         if args.json:
@@ -488,8 +514,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("ask", help="ask a question; answered on this machine, with citations")
-    p.add_argument("question")
+    p.add_argument("question", nargs="?")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--batch", help='JSONL file, one {"question": ...} a line; one JSON answer a line')
+    p.add_argument("--no-history", action="store_true", help="do not keep these questions in the history")
     p.add_argument("--model", help="a GGUF model file to use instead of the default")
     _add_filters(p)
     p.set_defaults(func=cmd_ask)

@@ -100,6 +100,9 @@ class Controller(QObject):
             return ""
         return first
 
+    def llm_loaded(self) -> bool:
+        return self._llm is not None
+
     def assistant(self):
         """The assistant, loading the model on first use (on a worker thread)."""
         from mneme.core.assistant import Assistant
@@ -109,12 +112,9 @@ class Controller(QObject):
                 if self._llm_factory is not None:
                     self._llm = self._llm_factory(self.memory)
                 else:
-                    from mneme.models.llama import LlamaLLM
-                    from mneme.models.registry import resolve_model
+                    from mneme.models.registry import load_llm
 
-                    cfg = self.memory.config
-                    self._llm = LlamaLLM(resolve_model(cfg["model_path"]), n_ctx=cfg["n_ctx"],
-                                         n_threads=cfg.threads(), low_memory=cfg["low_memory"])
+                    self._llm = load_llm(self.memory.config)
                 self._assistant = Assistant(self.memory, self._llm,
                                             max_answer_tokens=self.memory.config["max_answer_tokens"])
             return self._assistant

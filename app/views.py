@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import re
+import threading
 import time
 from datetime import datetime, timedelta
 
@@ -70,12 +71,24 @@ class SourceView(QTextBrowser):
         self.shown_source = source_id
 
 
+def _linked(text: str, citations: list[dict]) -> str:
+    """The answer as HTML, each [n] a link to the moment it cites."""
+    targets = {c["n"]: c["source_ids"][0] for c in citations if c["source_ids"]}
+
+    def link(m: re.Match) -> str:
+        n = int(m.group(1))
+        return f'<a href="mneme://source/{targets[n]}">[{n}]</a>' if n in targets else m.group(0)
+
+    return re.sub(r"\[(\d+)\]", link, html.escape(text))
+
+
 class AskView(QWidget):
     def __init__(self, controller):
         super().__init__()
         self.c = controller
         self.task = None
-        self._buffer: list[str] = []
+        self._buffer: list[str] = []  # appended by the model worker, drained by the GUI thread
+        self._buffer_lock = threading.Lock()
         self._flush = QTimer(self, interval=STREAM_BATCH_MS)
         self._flush.timeout.connect(self.flush)
         self.question = QLineEdit(placeholderText="Ask your memory… e.g. what did Anna say about the launch last week?")
@@ -88,7 +101,8 @@ class AskView(QWidget):
         self.answer = QTextBrowser(openLinks=False)
         self.answer.anchorClicked.connect(self.open_citation)
         self.history = QListWidget()
-        self.history.itemActivated.connect(lambda item: (self.question.setText(item.text()), self.ask()))
+        self.history.itemActivated.connect(self.show_past)
+        self._past: list[dict] = []
         self.source = SourceView()
         self.status = QLabel("")
         row = QHBoxLayout()
@@ -112,10 +126,20 @@ class AskView(QWidget):
 
     def load_history(self) -> None:
         self.history.clear()
-        rows = self.c.memory.store._q("SELECT id FROM sources WHERE kind = 'assistant' AND speaker = 'you' "
-                                      "ORDER BY time DESC LIMIT 50")
-        for (sid,) in rows:
-            self.history.addItem(self.c.memory.store.source_text(sid))
+        self._past = self.c.memory.history(50)
+        for item in self._past:
+            self.history.addItem(item["question"])
+
+    def show_past(self, item) -> None:
+        """A past question shows the answer it got (and what backed it); Ask runs it again."""
+        past = self._past[self.history.row(item)]
+        self.question.setText(past["question"])
+        quotes = "".join(f'<li><a href="mneme://source/{c["source_ids"][0]}">[{c["n"]}]</a> '
+                         f'<span style="background:#fff3b0">{html.escape(c.get("quote", ""))}</span></li>'
+                         for c in past["citations"] if c["source_ids"])
+        self.answer.setHtml(f"<p>{_linked(past['answer'], past['citations'])}</p>"
+                            + (f"<h4>Sources</h4><ol>{quotes}</ol>" if quotes else ""))
+        self.status.setText(f"Asked {when(past['time'])}. Press Ask to ask again.")
 
     def ask(self) -> None:
         q = self.question.text().strip()
@@ -123,21 +147,28 @@ class AskView(QWidget):
             return
         self.answer.setHtml("")
         self._text = ""
-        self.status.setText("Thinking… (loading the model the first time)")
+        self.status.setText("Searching your memory…" if self.c.llm_loaded() else
+                            "Loading the model (the first time), then searching your memory…")
         self.ask_button.setEnabled(False)
         self.stop_button.setEnabled(True)
 
         def work(task):
-            return self.c.assistant().ask(q, on_token=self._buffer.append, cancel=task.cancel)
+            return self.c.assistant().ask(q, on_token=self._take_token, cancel=task.cancel)
 
         self.task = self.c.tasks.run(work, on_done=self.finished, on_failed=self.failed)
         self._flush.start()
 
+    def _take_token(self, text: str) -> None:  # on the model's worker thread
+        with self._buffer_lock:
+            self._buffer.append(text)
+
     def flush(self) -> None:
-        if self._buffer:
-            parts, self._buffer[:] = list(self._buffer), []
+        with self._buffer_lock:
+            parts, self._buffer = self._buffer, []
+        if parts:
             self._text += "".join(parts)
             self.answer.setPlainText(self._text)
+            self.status.setText("Checking each sentence against your memory…")
 
     def stop(self) -> None:
         if self.task is not None:
@@ -147,9 +178,16 @@ class AskView(QWidget):
         self._flush.stop()
         self.flush()
         cites = "".join(f'<li><a href="mneme://source/{c.source_ids[0]}">[{c.n}] {when(c.time)} · '
-                        f'{html.escape(" · ".join(p for p in (c.app, c.title) if p))}</a></li>'
+                        f'{html.escape(" · ".join(p for p in (c.app, c.title, c.speaker) if p))}</a>'
+                        f'<br><span style="background:#fff3b0">{html.escape(c.quote)}</span></li>'
                         for c in answer.citations)
-        self.answer.setHtml(f"<p>{html.escape(answer.text)}</p>" + (f"<h4>Sources</h4><ol>{cites}</ol>" if cites else ""))
+        links = [{"n": c.n, "source_ids": c.source_ids} for c in answer.citations]
+        self.answer.setHtml(f"<p>{_linked(answer.text, links)}</p>"
+                            + (f"<h4>Sources</h4><ol>{cites}</ol>" if cites else ""))
+        if answer.citations:
+            self.source.show_source(self.c.memory, answer.citations[0].source_ids[0])
+        else:
+            self.source.setHtml("")
         self.status.setText("Stopped." if answer.cancelled else f"Answered in {answer.seconds:.1f} s.")
         self.done()
         self.load_history()
@@ -173,7 +211,7 @@ class AskView(QWidget):
 
 class SearchView(QWidget):
     RANGES = {"Any time": None, "Today": 1, "Last 7 days": 7, "Last 30 days": 30, "Last year": 365}
-    KINDS = {"Screen and chats": None, "Screen": ["frame"], "Chats": ["chat"], "Assistant": ["assistant"]}
+    KINDS = {"Screen and chats": None, "Screen": ["frame"], "Chats": ["chat"]}
 
     def __init__(self, controller):
         super().__init__()

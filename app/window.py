@@ -184,6 +184,9 @@ class RecallOverlay(QWidget):
             item = QListWidgetItem(f"{when(hit.time)} · {hit.app} — {' '.join(hit.text.split())[:120]}")
             item.setData(Qt.UserRole, hit.source_ids[0])
             self.results.addItem(item)
+        if not result.hits:
+            # The relevance floor left nothing: say so rather than show the nearest unrelated thing.
+            self.results.addItem(QListWidgetItem("Nothing relevant in your memory — Enter asks anyway"))
 
     def ask(self) -> None:
         q = self.input.text().strip()

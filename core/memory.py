@@ -117,7 +117,7 @@ class Memory:
                 batch = self.store.chunks_without_embedding(self.embedder.id, EMBED_BATCH)
                 if not batch:
                     break
-                vectors = self.embedder.embed([c.text for c in batch])
+                vectors = self.embedder.embed([c.embed_text for c in batch])
                 self.store.put_embeddings(self.embedder.id, [(c.id, v) for c, v in zip(batch, vectors)])
                 if self.index is not None:
                     self.index.add([c.id for c in batch], vectors)
@@ -143,9 +143,22 @@ class Memory:
     def forget(self, since: float | None = None, until: float | None = None,
                app: str | None = None, source_ids: Sequence[int] | None = None) -> int:
         chunk_ids = self.store.forget(since, until, app, source_ids)
+        stale = self.store.take_relinked()
         if self.index is not None:
-            self.index.delete(chunk_ids)
+            self.index.delete(chunk_ids + stale)
         return len(chunk_ids)
+
+    def remember_answer(self, answer) -> int | None:
+        """Keep an asked question in the history, with its answer only if the support check
+        backed it (an unbacked answer is never stored; the history is never evidence)."""
+        if answer.status not in ("answered", "quoted", "unknown", "nothing"):
+            return None
+        cites = [{"n": c.n, "source_ids": c.source_ids, "quote": c.quote} for c in answer.citations]
+        return self.store.add_answer(time.time(), answer.question, answer.text, answer.status, cites,
+                                     [sid for c in answer.citations for sid in c.source_ids])
+
+    def history(self, limit: int = 50) -> list[dict]:
+        return self.store.answers(limit)
 
     # -- reading --------------------------------------------------------------------------------
     def search(self, query: str, limit: int = 10, **kwargs) -> SearchResult:

@@ -42,6 +42,14 @@ class Chunk:
     id: int
     source_id: int
     text: str
+    who: str = ""
+    context: str = ""
+
+    @property
+    def embed_text(self) -> str:
+        """What is embedded: the message it answers, who said it and what was said."""
+        text = f"{self.who}: {self.text}" if self.who else self.text
+        return f"{self.context} || {text}" if self.context else text
 
 
 @dataclass
@@ -57,11 +65,17 @@ class Hit:
     conversation: str = ""
     speaker: str = ""
     ranks: dict[str, int] = field(default_factory=dict)
+    external_id: str = ""     # the id the source was imported or captured with
+    similarity: float | None = None  # cosine similarity to the query, where a vector was scored
 
     def as_json(self) -> dict:
         return {"chunk_id": self.chunk_id, "source_ids": self.source_ids, "kind": self.kind,
                 "time": iso(self.time), "app": self.app, "title": self.title, "text": self.text,
-                "score": round(self.score, 6)}
+                "score": round(self.score, 6), "speaker": self.speaker,
+                "conversation": self.conversation,
+                "sources": [{"id": sid, "external_id": self.external_id, "kind": self.kind,
+                             "speaker": self.speaker, "conversation": self.conversation}
+                            for sid in self.source_ids]}
 
 
 @dataclass(frozen=True)

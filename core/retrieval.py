@@ -21,6 +21,13 @@ from mneme.core.timefilter import ParsedQuery, parse_query
 # which suits short personal messages (see BENCHMARKS.md for the side-by-side figures).
 RRF_K = 10
 EXACT_VECTOR_LIMIT = 50_000  # filtered sets up to this size are scored exactly, not by ANN
+# Below this cosine similarity a vector neighbour that no keyword matched is not shown: it is only
+# the nearest of unrelated things. Chosen on the LoCoMo dev split (BENCHMARKS.md).
+VECTOR_FLOOR = 0.25
+# The neighbour stage: the messages just before and after each of the top matches get this share
+# of its fused score (chosen on the LoCoMo dev split, where 0.3 did best of 0.2-0.8).
+NEIGHBOUR_SHARE = 0.3
+NEIGHBOUR_DEPTH = 10
 
 
 @dataclass
@@ -48,6 +55,7 @@ class Retriever:
         self.index = index
         self.embedder = embedder
         self.rrf_k = RRF_K
+        self.vector_floor = VECTOR_FLOOR
 
     def vector_ready(self) -> bool:
         return self.index is not None and self.embedder is not None and self.index.ready.is_set()
@@ -56,33 +64,69 @@ class Retriever:
                until: float | None = None, app: str | None = None,
                kinds: Sequence[str] | None = None, mode: str = "hybrid",
                parse: bool = True) -> SearchResult:
+        """*since*/*until*/*app* given here are hard filters; a time said in the query ("in June")
+        only prefers what falls in it, so evidence from another time stays reachable."""
         parsed = parse_query(query, self.store.apps()) if parse else ParsedQuery(text=query)
-        since = since if since is not None else parsed.since
-        until = until if until is not None else parsed.until
         app = app or parsed.app
+        prefer = None
+        if since is None and until is None and (parsed.since is not None or parsed.until is not None):
+            prefer = (parsed.since, parsed.until)
         filters = dict(since=since, until=until, app=app, kinds=kinds)
         depth = max(50, limit * 5)
         rankings: dict[str, list[int]] = {}
         text = parsed.text.strip()
+        shown = ParsedQuery(text, since, until, app, prefer_since=prefer[0] if prefer else None,
+                            prefer_until=prefer[1] if prefer else None)
         if not text:
-            return SearchResult(self.store.hits(self.store.recent(limit, **filters)), parsed, ["recent"])
+            if prefer and since is None and until is None:
+                filters.update(since=prefer[0], until=prefer[1])
+            return SearchResult(self.store.hits(self.store.recent(limit, **filters)), shown, ["recent"])
+        sims: dict[int, float] = {}
         if mode in ("hybrid", "keyword"):
             rankings["keyword"] = [cid for cid, _ in self.store.keyword_search(text, depth, **filters)]
         if mode in ("hybrid", "vector") and self.vector_ready():
-            rankings["vector"] = self._vector(text, depth, filters)
-        fused = rrf(rankings, self.rrf_k)[:limit]
+            scored = self._vector(text, depth, filters)
+            sims = dict(scored)
+            keyword = set(rankings.get("keyword", ()))
+            # The relevance floor: a vector neighbour no keyword matched must be close in meaning.
+            rankings["vector"] = [cid for cid, sim in scored if sim >= self.vector_floor or cid in keyword]
+        if prefer:
+            pool = [cid for cid, _, _ in rrf(rankings, self.rrf_k)]
+            inside = self.store.filter_chunks(pool, since=prefer[0], until=prefer[1])
+            rankings["time"] = [cid for cid in pool if cid in inside]
+        fused = self._with_neighbours(rrf(rankings, self.rrf_k), filters)[:limit]
         hits = self.store.hits([(cid, score) for cid, score, _ in fused])
-        for hit, (_, _, ranks) in zip(hits, fused):
+        for hit, (cid, _, ranks) in zip(hits, fused):
             hit.ranks = ranks
-        return SearchResult(hits, ParsedQuery(text, since, until, app), list(rankings))
+            hit.similarity = sims.get(cid)
+        return SearchResult(hits, shown, [m for m in rankings if m != "time"])
 
-    def _vector(self, text: str, depth: int, filters: dict) -> list[int]:
+    def _with_neighbours(self, fused: list[tuple[int, float, dict[str, int]]],
+                         filters: dict) -> list[tuple[int, float, dict[str, int]]]:
+        """The second stage: a message next to a strong match shares some of its score (an answer
+        follows its question; a question is asked just before its answer). LoCoMo dev: recall@10
+        0.747 -> 0.76 (BENCHMARKS.md)."""
+        if not fused or not NEIGHBOUR_SHARE:
+            return fused
+        top = fused[:NEIGHBOUR_DEPTH]
+        near = self.store.neighbour_chunks([cid for cid, _, _ in top], **filters)
+        scores = {cid: score for cid, score, _ in fused}
+        ranks = {cid: r for cid, _, r in fused}
+        for cid, score, _ in top:
+            for other in near.get(cid, ()):
+                scores[other] = scores.get(other, 0.0) + NEIGHBOUR_SHARE * score
+                ranks.setdefault(other, {}).setdefault("neighbour", 1)
+        ordered = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+        return [(cid, score, ranks[cid]) for cid, score in ordered]
+
+    def _vector(self, text: str, depth: int, filters: dict) -> list[tuple[int, float]]:
+        """(chunk id, cosine similarity) best first."""
         qv = self.embedder.embed([text])[0]
         if not any(v for v in filters.values()):
-            return [cid for cid, _ in self.index.query(qv, depth)]
-        got = [cid for cid, _ in self.index.query(qv, depth * 10)]
-        keep = self.store.filter_chunks(got, **filters)
-        ranked = [cid for cid in got if cid in keep]
+            return self.index.query(qv, depth)
+        got = self.index.query(qv, depth * 10)
+        keep = self.store.filter_chunks([cid for cid, _ in got], **filters)
+        ranked = [(cid, sim) for cid, sim in got if cid in keep]
         if len(ranked) >= depth:
             return ranked[:depth]
         # Too few survived the filter: score the filtered set exactly from the stored vectors.
@@ -91,4 +135,4 @@ class Retriever:
             return ranked
         sims = matrix @ np.asarray(qv, dtype=np.float32)
         order = np.argsort(-sims)[:depth]
-        return [ids[i] for i in order]
+        return [(ids[i], float(sims[i])) for i in order]

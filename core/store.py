@@ -6,6 +6,7 @@ either all of an operation or none of it. ``secure_delete`` zeroes what is forgo
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time as _time
@@ -23,6 +24,11 @@ from mneme.core.records import Chunk, FrameIn, Hit, Message, Source
 CHUNK_CHARS = 800
 BIG_MATCH = 5000  # keyword matches past which all-terms documents are ranked first
 HUGE_MATCH = 5000  # …and past which the newest matches are taken instead of BM25-scoring them all
+# BM25 weights of the keyword index's columns: the text, who said it, where (app, conversation,
+# title). A name in a question ("What did Caroline say…") is worth less than a rare content word.
+FTS_WEIGHTS = (1.0, 0.5, 0.5, 0.3)
+BM25 = f"bm25(chunks_fts, {', '.join(map(str, FTS_WEIGHTS))})"
+FTS_TOKENIZER = "porter unicode61 remove_diacritics 2"
 
 MIGRATIONS: list[tuple[str, str]] = [
     ("m001_initial", """
@@ -73,6 +79,72 @@ MIGRATIONS: list[tuple[str, str]] = [
         bytes INTEGER NOT NULL
     );
     """),
+    # Search by who said it and where (speaker; app, conversation, window title) next to the text,
+    # with Porter stemming. The assistant's own answers move out of the searchable sources into a
+    # history of their own: they are never evidence.
+    ("m003_searchable_fields", """
+    DROP TRIGGER chunks_ai;
+    DROP TRIGGER chunks_ad;
+    DROP TABLE chunks_fts;
+    ALTER TABLE chunks ADD COLUMN who TEXT NOT NULL DEFAULT '';
+    ALTER TABLE chunks ADD COLUMN place TEXT NOT NULL DEFAULT '';
+    -- The message before this one in its conversation: a reply is found by the question it answers.
+    ALTER TABLE chunks ADD COLUMN context TEXT NOT NULL DEFAULT '';
+    ALTER TABLE chunks ADD COLUMN context_source INTEGER;
+    CREATE INDEX chunks_context_source ON chunks(context_source);
+    CREATE INDEX sources_conversation ON sources(conversation, kind, time);
+    CREATE TABLE answers (
+        id INTEGER PRIMARY KEY,
+        time REAL NOT NULL,
+        question TEXT NOT NULL,
+        answer TEXT NOT NULL,
+        status TEXT NOT NULL,               -- answered | quoted | unknown | nothing | legacy
+        citations TEXT NOT NULL DEFAULT '[]' -- JSON: [{"n", "source_ids", "quote"}]
+    );
+    CREATE TABLE answer_sources (
+        answer_id INTEGER NOT NULL REFERENCES answers(id) ON DELETE CASCADE,
+        source_id INTEGER NOT NULL,
+        PRIMARY KEY (answer_id, source_id)
+    );
+    CREATE INDEX answer_sources_source ON answer_sources(source_id);
+    INSERT INTO answers(time, question, answer, status)
+        SELECT q.time, group_concat(cq.text, ' '), coalesce((SELECT group_concat(ca.text, ' ') FROM sources a
+               JOIN chunks ca ON ca.source_id = a.id WHERE a.kind = 'assistant'
+               AND a.external_id = substr(q.external_id, 1, length(q.external_id) - 2) || '-a'), ''), 'legacy'
+        FROM sources q JOIN chunks cq ON cq.source_id = q.id
+        WHERE q.kind = 'assistant' AND q.external_id LIKE '%-q' GROUP BY q.id ORDER BY q.time;
+    DELETE FROM sources WHERE kind = 'assistant';
+    DELETE FROM chunks WHERE source_id NOT IN (SELECT id FROM sources);
+    UPDATE chunks SET
+        who = (SELECT speaker FROM sources WHERE id = chunks.source_id),
+        place = (SELECT trim(app || ' ' || conversation || CASE WHEN title != conversation
+                 THEN ' ' || title ELSE '' END) FROM sources WHERE id = chunks.source_id);
+    CREATE VIRTUAL TABLE chunks_fts USING fts5(
+        text, who, place, context, content='chunks', content_rowid='id',
+        tokenize='porter unicode61 remove_diacritics 2');
+    CREATE TRIGGER chunks_ai AFTER INSERT ON chunks BEGIN
+        INSERT INTO chunks_fts(rowid, text, who, place, context)
+            VALUES (new.id, new.text, new.who, new.place, new.context);
+    END;
+    CREATE TRIGGER chunks_ad AFTER DELETE ON chunks BEGIN
+        INSERT INTO chunks_fts(chunks_fts, rowid, text, who, place, context)
+            VALUES ('delete', old.id, old.text, old.who, old.place, old.context);
+    END;
+    CREATE TRIGGER chunks_au AFTER UPDATE ON chunks BEGIN
+        INSERT INTO chunks_fts(chunks_fts, rowid, text, who, place, context)
+            VALUES ('delete', old.id, old.text, old.who, old.place, old.context);
+        INSERT INTO chunks_fts(rowid, text, who, place, context)
+            VALUES (new.id, new.text, new.who, new.place, new.context);
+    END;
+    UPDATE chunks SET context_source = (SELECT p.id FROM sources s JOIN sources p
+        ON p.conversation = s.conversation AND p.kind = s.kind AND p.conversation != ''
+        AND (p.time < s.time OR (p.time = s.time AND p.id < s.id))
+        WHERE s.id = chunks.source_id ORDER BY p.time DESC, p.id DESC LIMIT 1) WHERE seq = 0;
+    UPDATE chunks SET context = coalesce((SELECT group_concat(text, ' ') FROM chunks p
+        WHERE p.source_id = chunks.context_source), '') WHERE context_source IS NOT NULL;
+    INSERT INTO chunks_fts(chunks_fts) VALUES ('rebuild');
+    DELETE FROM embeddings;
+    """),
 ]
 
 FTS_WORD = re.compile(r"\w+", re.UNICODE)
@@ -99,6 +171,11 @@ def split_text(text: str, size: int = CHUNK_CHARS) -> list[str]:
     return [p for p in pieces if p]
 
 
+def place_of(app: str, conversation: str, title: str) -> str:
+    """Where a source was seen, as searched: app, conversation and (when different) title."""
+    return " ".join(p for p in (app, conversation, title if title != conversation else "") if p)
+
+
 def fts_query(text: str) -> str:
     """A user's words as an FTS5 OR-query of quoted terms (no syntax can leak through)."""
     words = [w for w in FTS_WORD.findall(text.lower()) if len(w) > 1 or w.isdigit()]
@@ -117,6 +194,7 @@ class Store:
         self._bulk = None  # a second connection for long reads (index warm-up), so they never
         self._bulk_lock = threading.Lock()  # hold up searches and writes (WAL allows both)
         self._vocab = False
+        self.relinked: list[int] = []  # chunks whose vectors a forget made stale (see take_relinked)
         new = not path.exists()
         self._db = sqlcipher3.connect(str(path), check_same_thread=False, isolation_level=None)
         try:
@@ -210,6 +288,7 @@ class Store:
         """
         added = skipped = i = 0
         with self.transaction() as db:
+            first_new = self.next_chunk_id(db)
             for i, m in enumerate(messages, 1):
                 cur = db.execute(
                     "INSERT OR IGNORE INTO sources(kind, external_id, time, app, conversation, title,"
@@ -219,12 +298,14 @@ class Store:
                     skipped += 1
                 else:
                     added += 1
-                    db.executemany("INSERT INTO chunks(source_id, seq, text) VALUES (?,?,?)",
-                                   [(cur.lastrowid, n, t) for n, t in enumerate(split_text(m.text))])
+                    _insert_chunks(db, cur.lastrowid, split_text(m.text), m.speaker,
+                                   place_of(m.app, m.conversation, m.title))
                 if progress and i % 500 == 0:
                     progress(500)
             if progress and i % 500:
                 progress(i % 500)
+            if added:
+                _link_context(db, "c.id >= ?", [first_new])
         return added, skipped
 
     def add_frame(self, frame: FrameIn) -> int | None:
@@ -237,8 +318,7 @@ class Store:
             if cur.rowcount == 0:
                 return None
             sid = cur.lastrowid
-            db.executemany("INSERT INTO chunks(source_id, seq, text) VALUES (?,?,?)",
-                           [(sid, n, t) for n, t in enumerate(split_text(frame.text))])
+            _insert_chunks(db, sid, split_text(frame.text), "", place_of(frame.app, "", frame.title))
             db.execute("INSERT INTO frames VALUES (?,?,?,?,?,?,?,?)",
                        (sid, frame.monitor, frame.width, frame.height, frame.image, frame.thumb,
                         frame.words_json, len(frame.image) + len(frame.thumb)))
@@ -330,6 +410,15 @@ class Store:
             yield out
 
     @staticmethod
+    def next_chunk_id(db) -> int:
+        return (db.execute("SELECT max(id) FROM chunks").fetchone()[0] or 0) + 1
+
+    @staticmethod
+    def link_context(db, first_chunk: int) -> None:
+        """Link the chunks added since *first_chunk* to the messages before them."""
+        _link_context(db, "c.id >= ?", [first_chunk])
+
+    @staticmethod
     def import_source(db, meta: dict, vectors: bytes, keep_id: bool) -> int | None:
         """Insert one vaulted source inside the caller's transaction; None if already present."""
         values = (meta["kind"], meta["external_id"], float(meta["time"]), meta["app"], meta["conversation"],
@@ -347,8 +436,10 @@ class Store:
         if any(flags):
             dim = len(vectors) // 4 // sum(1 for f in flags if f)
         pos = 0
+        place = place_of(meta["app"], meta["conversation"], meta["title"])
         for seq, text in enumerate(meta["chunks"]):
-            cid = db.execute("INSERT INTO chunks(source_id, seq, text) VALUES (?,?,?)", (sid, seq, str(text))).lastrowid
+            cid = db.execute("INSERT INTO chunks(source_id, seq, text, who, place) VALUES (?,?,?,?,?)",
+                             (sid, seq, str(text), meta["speaker"], place)).lastrowid
             if seq < len(flags) and flags[seq]:
                 db.execute("INSERT INTO embeddings(chunk_id, embedder, vector) VALUES (?,?,?)",
                            (cid, meta["embedder"], vectors[pos:pos + dim * 4]))
@@ -382,12 +473,46 @@ class Store:
         with self.transaction() as db:
             chunk_ids = [r[0] for r in db.execute(
                 f"SELECT c.id FROM chunks c JOIN sources s ON s.id = c.source_id WHERE {cond}", args)]
+            # Answers that quoted a forgotten source go with it (derived data is forgotten too).
+            db.execute("DELETE FROM answers WHERE id IN (SELECT answer_id FROM answer_sources WHERE "
+                       f"source_id IN (SELECT s.id FROM sources s WHERE {cond}))", args)
             db.execute(f"DELETE FROM sources WHERE id IN (SELECT s.id FROM sources s WHERE {cond})", args)
+            # A message whose context was a forgotten one gets its new previous message instead,
+            # and its vector (made from the forgotten text) goes.
+            relinked = _link_context(db, "c.context_source IS NOT NULL AND c.context_source NOT IN "
+                                     "(SELECT id FROM sources)", [])
+            for start in range(0, len(relinked), 500):
+                part = relinked[start:start + 500]
+                db.execute(f"DELETE FROM embeddings WHERE chunk_id IN ({','.join('?' * len(part))})", part)
+            self.relinked.extend(relinked)
             # Deleted FTS terms linger in old segments until they are merged: rewrite them now.
             db.execute("INSERT INTO chunks_fts(chunks_fts) VALUES ('optimize')")
         with self._lock:
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return chunk_ids
+
+    def take_relinked(self) -> list[int]:
+        """Chunk ids whose context changed in a forget: their old vectors must leave the index."""
+        with self._lock:
+            out, self.relinked = self.relinked, []
+        return out
+
+    # -- the assistant's history (never evidence: not in sources, chunks or the index) ------------
+    def add_answer(self, time: float, question: str, answer: str, status: str, citations: list[dict],
+                   source_ids: Iterable[int]) -> int:
+        with self.transaction() as db:
+            aid = db.execute("INSERT INTO answers(time, question, answer, status, citations) VALUES (?,?,?,?,?)",
+                             (time, question, answer, status, json.dumps(citations))).lastrowid
+            db.executemany("INSERT OR IGNORE INTO answer_sources VALUES (?, ?)",
+                           [(aid, sid) for sid in set(source_ids)])
+            return aid
+
+    def answers(self, limit: int = 50) -> list[dict]:
+        """The newest asked questions first, with the answers given and what they cited."""
+        return [{"id": r[0], "time": r[1], "question": r[2], "answer": r[3], "status": r[4],
+                 "citations": json.loads(r[5])} for r in self._q(
+            "SELECT id, time, question, answer, status, citations FROM answers ORDER BY time DESC, id DESC "
+            "LIMIT ?", (limit,))]
 
     # -- reading --------------------------------------------------------------------------------
     def keyword_search(self, query: str, limit: int, since: float | None = None,
@@ -402,8 +527,8 @@ class Store:
             if matches > BIG_MATCH and " OR " in match:
                 # BM25 scores every match; when there are many, the documents holding all the
                 # terms are the best ones anyway: rank those first, fall back to any-term.
-                best = self._q("SELECT rowid, bm25(chunks_fts) AS r FROM chunks_fts WHERE chunks_fts MATCH ? "
-                               "ORDER BY bm25(chunks_fts) LIMIT ?", (match.replace(" OR ", " AND "), limit))
+                best = self._q(f"SELECT rowid, {BM25} AS r FROM chunks_fts WHERE chunks_fts MATCH ? "
+                               "ORDER BY r LIMIT ?", (match.replace(" OR ", " AND "), limit))
                 if len(best) >= limit:
                     return [(r[0], r[1]) for r in best]
             if matches > HUGE_MATCH:
@@ -413,11 +538,11 @@ class Store:
                     "SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY rowid DESC LIMIT ?",
                     (match, limit))]
             return [(r[0], r[1]) for r in self._q(
-                "SELECT rowid, bm25(chunks_fts) AS r FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY r LIMIT ?",
+                f"SELECT rowid, {BM25} AS r FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY r LIMIT ?",
                 (match, limit))]
         cond = " AND " + " AND ".join(where)
         return [(r[0], r[1]) for r in self._q(
-            "SELECT c.id, bm25(chunks_fts) AS rank FROM chunks_fts "
+            f"SELECT c.id, {BM25} AS rank FROM chunks_fts "
             "JOIN chunks c ON c.id = chunks_fts.rowid JOIN sources s ON s.id = c.source_id "
             f"WHERE chunks_fts MATCH ?{cond} ORDER BY rank LIMIT ?", [match, *args, limit])]
 
@@ -452,10 +577,20 @@ class Store:
             if not self._vocab:
                 self._db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.chunks_vocab "
                                  "USING fts5vocab(main, chunks_fts, 'row')")
+                # The index holds stems: a scratch table with the same tokenizer gives a word's stem.
+                self._db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.stemmer "
+                                 f"USING fts5(word, tokenize='{FTS_TOKENIZER}')")
+                self._db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.stems "
+                                 "USING fts5vocab(temp, stemmer, 'instance')")
                 self._vocab = True
             total = self._db.execute("SELECT max(rowid) FROM chunks").fetchone()[0] or 0
-            df = {t: (self._db.execute("SELECT doc FROM temp.chunks_vocab WHERE term = ?",
-                                       (t.strip('"'),)).fetchone() or (0,))[0] for t in terms}
+            df = {}
+            for t in terms:
+                self._db.execute("INSERT INTO temp.stemmer(rowid, word) VALUES (1, ?)", (t.strip('"'),))
+                stem = (self._db.execute("SELECT term FROM temp.stems").fetchone() or (t.strip('"'),))[0]
+                self._db.execute("DELETE FROM temp.stemmer")
+                df[t] = (self._db.execute("SELECT doc FROM temp.chunks_vocab WHERE term = ?",
+                                          (stem,)).fetchone() or (0,))[0]
         if len(terms) == 1 or sum(df.values()) <= BIG_MATCH:  # cheap, or nothing to drop
             return match, sum(df.values())
         keep = [t for t in terms if df[t] <= max_share * total] or [min(terms, key=df.get)]
@@ -479,7 +614,7 @@ class Store:
         marks = ",".join("?" * len(scored))
         rows = {r[0]: r for r in self._q(
             "SELECT c.id, c.source_id, s.kind, s.time, s.app, s.title, c.text, s.conversation, "
-            f"s.speaker FROM chunks c JOIN sources s ON s.id = c.source_id WHERE c.id IN ({marks})",
+            f"s.speaker, s.external_id FROM chunks c JOIN sources s ON s.id = c.source_id WHERE c.id IN ({marks})",
             [cid for cid, _ in scored])}
         out = []
         for cid, score in scored:
@@ -487,7 +622,7 @@ class Store:
             if r:
                 out.append(Hit(chunk_id=r[0], source_ids=[r[1]], kind=r[2], time=r[3], app=r[4],
                                title=r[5] or r[7], text=r[6], score=score, conversation=r[7],
-                               speaker=r[8]))
+                               speaker=r[8], external_id=r[9]))
         return out
 
     def neighbours(self, source_id: int, before: int = 1, after: int = 1) -> list[Source]:
@@ -505,6 +640,30 @@ class Store:
                       (conv, kind, t, t, source_id, after))
         return [Source(*r) for r in [*reversed(prev), *nxt]]
 
+    def neighbour_chunks(self, chunk_ids: Sequence[int], since: float | None = None,
+                         until: float | None = None, app: str | None = None,
+                         kinds: Sequence[str] | None = None) -> dict[int, list[int]]:
+        """For each chunk, the first chunks of the messages just before and after its message in the
+        same conversation (within the filters)."""
+        where, args = _source_filter(since, until, app, kinds)
+        cond = (" AND " + " AND ".join(where)) if where else ""
+        out: dict[int, list[int]] = {}
+        for cid in chunk_ids:
+            rows = self._q(
+                "SELECT x.kind, x.conversation, x.time, x.id FROM chunks c JOIN sources x ON x.id = c.source_id "
+                "WHERE c.id = ? AND x.conversation != '' AND x.kind != 'frame'", (cid,))
+            if not rows:
+                continue
+            kind, conv, t, sid = rows[0]
+            got = []
+            for op, order in (("<", "DESC"), (">", "ASC")):
+                got += [r[0] for r in self._q(
+                    "SELECT c.id FROM sources s JOIN chunks c ON c.source_id = s.id AND c.seq = 0 "
+                    f"WHERE s.conversation = ? AND s.kind = ? AND (s.time {op} ? OR (s.time = ? AND s.id {op} ?))"
+                    f"{cond} ORDER BY s.time {order}, s.id {order} LIMIT 1", [conv, kind, t, t, sid, *args])]
+            out[cid] = got
+        return out
+
     def source_text(self, source_id: int) -> str:
         return " ".join(r[0] for r in self._q(
             "SELECT text FROM chunks WHERE source_id = ? ORDER BY seq", (source_id,)))
@@ -516,7 +675,7 @@ class Store:
 
     def chunks_without_embedding(self, embedder: str, limit: int) -> list[Chunk]:
         return [Chunk(*r) for r in self._q(
-            "SELECT c.id, c.source_id, c.text FROM chunks c LEFT JOIN embeddings e "
+            "SELECT c.id, c.source_id, c.text, c.who, c.context FROM chunks c LEFT JOIN embeddings e "
             "ON e.chunk_id = c.id AND e.embedder = ? WHERE e.chunk_id IS NULL ORDER BY c.id LIMIT ?",
             (embedder, limit))]
 
@@ -583,6 +742,30 @@ class Store:
         with self.transaction() as db:
             db.execute("INSERT INTO chunks_fts(chunks_fts) VALUES ('rebuild')")
             db.execute("DELETE FROM chunks WHERE source_id NOT IN (SELECT id FROM sources)")
+
+
+def _link_context(db, where: str, args: Sequence) -> list[int]:
+    """Give the first chunk of each message matching *where* the text of the message before it in
+    its conversation (what a reply answers). Returns the chunk ids whose context changed."""
+    rows = db.execute(
+        "SELECT c.id, (SELECT p.id FROM sources p WHERE p.conversation = s.conversation AND p.kind = s.kind "
+        "AND (p.time < s.time OR (p.time = s.time AND p.id < s.id)) ORDER BY p.time DESC, p.id DESC LIMIT 1) "
+        f"FROM chunks c JOIN sources s ON s.id = c.source_id WHERE c.seq = 0 AND s.conversation != '' "
+        f"AND s.kind != 'frame' AND {where}", list(args)).fetchall()
+    changed = []
+    for cid, prev in rows:
+        text = " ".join(r[0] for r in db.execute(
+            "SELECT text FROM chunks WHERE source_id = ? ORDER BY seq", (prev,))) if prev else ""
+        cur = db.execute("UPDATE chunks SET context = ?, context_source = ? WHERE id = ? AND "
+                         "(context != ? OR context_source IS NOT ?)", (text[:CHUNK_CHARS], prev, cid, text[:CHUNK_CHARS], prev))
+        if cur.rowcount:
+            changed.append(cid)
+    return changed
+
+
+def _insert_chunks(db, source_id: int, texts: Sequence[str], who: str, place: str) -> None:
+    db.executemany("INSERT INTO chunks(source_id, seq, text, who, place) VALUES (?,?,?,?,?)",
+                   [(source_id, n, t, who, place) for n, t in enumerate(texts)])
 
 
 def _source_filter(since: float | None, until: float | None, app: str | None,

@@ -25,6 +25,8 @@ class ParsedQuery:
     since: float | None = None
     until: float | None = None
     app: str | None = None
+    prefer_since: float | None = None  # a time said in the query, preferred rather than required
+    prefer_until: float | None = None
 
 
 def _month(name: str) -> int:
@@ -74,7 +76,7 @@ def parse_query(query: str, apps: Iterable[str] = (), now: datetime | None = Non
     month_start = today.replace(day=1)
     take(r"\b(?:on |from |since )?(\d{4})-(\d{2})-(\d{2})\b",
          lambda m: _span(d := date(int(m[1]), int(m[2]), int(m[3])), d + timedelta(days=1)))
-    take(rf"\b(?:on )?(\d{{1,2}}) ({MONTH_RE})\.? (\d{{4}})\b",
+    take(rf"\b(?:on )?(\d{{1,2}}) ({MONTH_RE})\.?,? (\d{{4}})\b",
          lambda m: _span(d := date(int(m[3]), _month(m[2]), int(m[1])), d + timedelta(days=1)))
     take(rf"\b(?:on )?({MONTH_RE})\.? (\d{{1,2}})(?:st|nd|rd|th)?,? (\d{{4}})\b",
          lambda m: _span(d := date(int(m[3]), _month(m[1]), int(m[2])), d + timedelta(days=1)))

@@ -229,6 +229,7 @@ def import_vault(memory, path: str | os.PathLike[str], passphrase: str, progress
     result = {"added": 0, "duplicates": 0, "restored_ids": restore}
     ended = False
     with store.transaction() as db:
+        first_chunk = store.next_chunk_id(db)
         id_map: dict[int, int | None] = {}
         config = None
         for kind, payload in _records(path, passphrase, progress):
@@ -259,6 +260,7 @@ def import_vault(memory, path: str | os.PathLike[str], passphrase: str, progress
                 raise _refuse(path, "damaged (a record cannot be read)") from None
         if not ended:
             raise _refuse(path, "the file is cut short (no end record)")
+        store.link_context(db, first_chunk)
     if restore and config:
         for name, value in config.items():
             try:

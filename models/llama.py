@@ -43,9 +43,16 @@ def cpu_has_amx() -> bool:
 
 
 _params_lock = threading.Lock()
-EXAMPLE = ("Excerpts:\n<memory>\n[1] (2023-01-02 10:00, Notes) Tom: the wifi password is bluefish42\n"
-           "[2] (2023-01-03 18:20, Chat · Family) Ann: dinner is at 8 on Sunday\n</memory>\n"
-           "Question: When is dinner?\nAnswer: Dinner is at 8 on Sunday [2].")
+# Base models complete text: one worked example shows the pattern. Its facts are invented and
+# appear in no test or fixture.
+EXAMPLE = ("Excerpts:\n<memory>\n[1] (2021-06-02 09:10, Notes) Oskar: the gym locker code is 5719\n"
+           "[2] (2021-06-03 18:20, Chat · Climbing) Lena: the bouldering hall opens at 7 on Saturdays\n"
+           "</memory>\nQuestion: When does the bouldering hall open on Saturdays?\n"
+           "Answer: It opens at 7 on Saturdays [2].")
+# Stop rules: one line, and no excerpt header — a citation followed by "(" as in
+# "[9] (2026-03-17 15:40, chat) …" — and no fence. What is left is checked before it is shown.
+STOPS = ["\n", "](", "] (", "</memory>", "<memory>", "Question:", "Excerpts:", "<end_of_turn>"]
+_DATA = "\x00data\x00"
 
 
 @contextlib.contextmanager
@@ -91,23 +98,34 @@ class LlamaLLM:
     def count_tokens(self, text: str) -> int:
         return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
-    def prompt(self, instructions: str, context: str, question: str) -> str:
+    def prompt(self, instructions: str, context: str, question: str) -> list[tuple[str, bool]]:
+        """The prompt as (text, is_data) parts: captured context and the question are data."""
         if self.template:
             from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
             fmt = Jinja2ChatFormatter(self.template, eos_token="", bos_token="")
-            user = f"{instructions}\n\n{context}\n\nQuestion: {question}"
-            return fmt(messages=[{"role": "user", "content": user}]).prompt
-        # Base models complete text: show one worked example, then let them continue the pattern.
-        return (f"{instructions}\n\n{EXAMPLE}\n\nExcerpts:\n{context}\nQuestion: {question}\nAnswer:")
+            user = f"{instructions}\n\n{_DATA}\n\nQuestion: {_DATA}"
+            frame = fmt(messages=[{"role": "user", "content": user}]).prompt + "Answer:"
+            head, middle, tail = frame.split(_DATA)
+            return [(head, False), (context, True), (middle, False), (question, True), (tail, False)]
+        return [(f"{instructions}\n\n{EXAMPLE}\n\nExcerpts:\n", False), (context, True),
+                ("\nQuestion: ", False), (question, True), ("\nAnswer:", False)]
 
-    def stream(self, prompt: str, max_tokens: int, cancel: threading.Event) -> Iterator[str]:
+    def tokens(self, prompt: list[tuple[str, bool]]) -> list[int]:
+        """Template text may hold control tokens; data never does (its "<end_of_turn>" is text)."""
+        out: list[int] = []
+        for text, is_data in prompt:
+            if text:
+                out += self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=not is_data)
+        return out
+
+    def stream(self, prompt: list[tuple[str, bool]], max_tokens: int,
+               cancel: threading.Event) -> Iterator[str]:
         with self._lock:
             self._llm.reset()
             for part in self._llm.create_completion(
-                    prompt, max_tokens=max_tokens, temperature=0.2, top_k=40, top_p=0.9,
-                    repeat_penalty=1.15, stream=True,
-                    stop=["\nQuestion:", "</memory>", "<memory>", "\nExcerpts:", "\n\n", "<end_of_turn>"]):
+                    self.tokens(prompt), max_tokens=max_tokens, temperature=0.0, top_k=40, top_p=0.9,
+                    repeat_penalty=1.1, stream=True, stop=STOPS):
                 if cancel.is_set():
                     return
                 yield part["choices"][0]["text"]

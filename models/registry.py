@@ -62,3 +62,12 @@ def check_gguf(path: str | os.PathLike[str]) -> Path:
 
 def resolve_model(setting: str | None) -> Path:
     return check_gguf(setting) if setting else default_model_path()
+
+
+def load_llm(config, model: str | os.PathLike[str] | None = None):
+    """The LLM the settings name (or *model*, a GGUF path, instead): the one place the CLI, the app
+    and the local API build it."""
+    from mneme.models.llama import LlamaLLM
+
+    return LlamaLLM(resolve_model(str(model) if model else config["model_path"]), n_ctx=config["n_ctx"],
+                    n_threads=config.threads(), low_memory=config["low_memory"])

@@ -114,3 +114,47 @@ def test_index_warms_from_stored_vectors(open_mem):
     mem = open_mem()
     assert mem.search("topic").hits  # keyword answers at once
     assert mem.wait_ready(60) and mem.index.count() == 3000
+
+
+def test_a_time_said_in_the_query_is_preferred_not_required(open_mem):
+    from datetime import datetime, timezone
+
+    mem = open_mem()
+    june = datetime(2023, 6, 10, tzinfo=timezone.utc).timestamp()
+    mem.import_messages([msg(1, "we went camping by the lake", t=june, conv="Trips"),
+                         msg(2, "camping gear is in the garage", t=june + 40 * DAY, conv="Home")])
+    mem.embed_pending()
+    # "in June" means June of this year: nothing falls there, yet both stay reachable…
+    result = mem.search("camping in June", limit=5)
+    assert {h.source_ids[0] for h in result.hits} == {1, 2} and result.parsed.since is None
+    # …and a year that holds one of them puts it first without hiding the other.
+    result = mem.search("camping in June 2023", limit=5)
+    assert [h.source_ids[0] for h in result.hits] == [1, 2]
+    # An explicit filter is still a filter.
+    assert [h.source_ids[0] for h in mem.search("camping", since=june + DAY).hits] == [2]
+
+
+def test_unrelated_nearest_neighbours_are_not_shown(open_mem, real_embedder):
+    mem = open_mem(embedder=real_embedder)
+    mem.import_messages([msg(1, "The launch review moved to Thursday 11am", conv="Work"),
+                         msg(2, "Tomato seedlings go out after the last frost", conv="Garden")])
+    mem.embed_pending()
+    assert mem.wait_ready(30)
+    hits = mem.search("launch", limit=10).hits
+    assert [h.source_ids[0] for h in hits] == [1]
+    assert mem.search("quantum chromodynamics lecture", limit=10).hits == []
+
+
+def test_a_reply_is_found_by_the_question_it_answers_and_forgetting_it_leaves_nothing(open_mem):
+    mem = open_mem()
+    mem.import_messages([msg(1, "How long have you two been married?", speaker="Caroline", conv="C"),
+                         msg(2, "Five years already, time flies!", speaker="Melanie", conv="C"),
+                         msg(3, "Did you see the game?", speaker="Caroline", conv="C")])
+    mem.embed_pending()
+    found = mem.search("how long married", limit=3, mode="keyword").hits
+    assert 2 in [h.source_ids[0] for h in found]
+    mem.forget(source_ids=[1])
+    assert mem.search("married", mode="keyword").hits == []
+    ctx = mem.store._q("SELECT context FROM chunks WHERE source_id = 2")[0][0]
+    assert "married" not in ctx
+    assert mem.doctor() == [] or all("no vector" in p for p in mem.doctor())

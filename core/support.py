@@ -1,0 +1,226 @@
+"""The support check: is every claim of an answer backed by the excerpts it cites?
+
+A claim (one sentence of an answer) is supported when every name, number and content word in it
+is found in the excerpts it is checked against — content words may also come from the question,
+which the answer restates, but names and numbers must come from memory — and at least one of its
+words comes from memory at all. Words are compared by a light stem ("booked" = "booking" =
+"book"), numbers by their digits ("3" = "three"). Nothing here knows about a model: the same check
+guards answers and, later, every derived memory (episodes, facts, profile).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+WORD = re.compile(r"[^\W_](?:[\w'’.\-]*[^\W_])?", re.UNICODE)
+CITE = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
+SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|\n+")
+# Glue that carries no claim of its own (it is checked through the words around it).
+GLUE = frozenset("""a about above after again against all also am an and any are as at be because
+been before being below between both but by can could did do does doing done down during each even
+ever few for from further had has have having he her here hers herself him himself his how i if in
+into is it its itself just let me more most my myself no nor not now of off on once only or other
+our ours ourselves out over own same she should so some such than that the their theirs them
+themselves then there these they this those through to too under until up very was we were what
+when where which while who whom whose why will with would yes you your yours yourself yourselves
+there's it's that's i'm you're he's she's they're we're isn't wasn't don't didn't doesn't can't
+won't haven't hasn't hadn't aren't weren't i've you've we've they've i'd you'd i'll you'll one
+really quite just still already yet ago much many often long kind sort type""".split())
+# Words an answer uses to point at memory rather than to claim something.
+FRAMING = frozenset("""answer answers according mention mentioned mentions said says say told tell
+tells wrote write writes note noted notes memory memories excerpt excerpts message messages
+remember remembered recall recalled seems seem appears appear likely probably user""".split())
+NUMBER_WORDS = {"zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",
+                "seven": "7", "eight": "8", "nine": "9", "ten": "10", "eleven": "11", "twelve": "12",
+                "first": "1", "second": "2", "third": "3", "once": "1", "twice": "2", "dozen": "12"}
+DONT_KNOW = re.compile(r"\b(?:(?:i )?(?:do not|don't|dont) know|not sure|no idea|(?:cannot|can't|could not"
+                       r"|couldn't) (?:find|tell|say)|not (?:mentioned|stated|given|specified|in the excerpts|"
+                       r"in (?:your|the) memory)|no (?:information|mention|record))\b", re.IGNORECASE)
+
+
+def stem(word: str) -> str:
+    """A light suffix-stripping stem, enough to equate inflections of one word."""
+    w = word.lower().replace("’", "'")
+    if w.endswith("'s"):
+        w = w[:-2]
+    w = w.strip("'.-")
+    for suffix, keep in (("ies", "y"), ("ied", "y"), ("ing", ""), ("ed", ""), ("es", ""), ("s", ""),
+                         ("ly", ""), ("er", "")):
+        if w.endswith(suffix) and len(w) - len(suffix) >= 3:
+            w = w[: len(w) - len(suffix)] + keep
+            break
+    if len(w) > 3 and w[-1] == w[-2] and w[-1] not in "aeiouls":  # "planned" -> "plann" -> "plan"
+        w = w[:-1]
+    if w.endswith("e") and len(w) > 3:
+        w = w[:-1]
+    return w
+
+
+def digits(word: str) -> list[str]:
+    runs = re.findall(r"\d+", word)
+    if not runs and word.lower() in NUMBER_WORDS:
+        runs = [NUMBER_WORDS[word.lower()]]
+    return [r.lstrip("0") or "0" for r in runs]
+
+
+@dataclass
+class Evidence:
+    """What one excerpt offers the check: its stems, its words, its numbers."""
+
+    text: str
+    stems: set[str] = field(init=False)
+    lower: set[str] = field(init=False)
+    numbers: set[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        words = WORD.findall(self.text)
+        self.lower = {w.lower() for w in words}
+        self.stems = {stem(w) for w in words}
+        self.numbers = {d for w in words for d in digits(w)}
+        # "2026-03-10" and "10:30" hold several numbers in one token.
+        self.numbers |= {r.lstrip("0") or "0" for r in re.findall(r"\d+", self.text)}
+
+
+@dataclass
+class Verdict:
+    claim: str
+    supported: bool
+    missing: list[str]              # the words nothing backs
+    sources: list[int]              # indexes of the excerpts that back it (best first)
+    from_memory: int = 0            # how many of its words came from the excerpts
+
+    @property
+    def reason(self) -> str:
+        if self.supported:
+            return "supported"
+        if self.missing:
+            return "not in the cited excerpts: " + ", ".join(self.missing)
+        return "nothing in it comes from memory"
+
+
+def claims(answer: str) -> list[str]:
+    """An answer cut into its sentences (each a claim)."""
+    return [c.strip() for c in SENTENCE_END.split(answer.strip()) if c and c.strip()]
+
+
+def cited(claim: str) -> list[int]:
+    out: list[int] = []
+    for m in CITE.finditer(claim):
+        for part in m.group(1).split(","):
+            n = int(part)
+            if n not in out:
+                out.append(n)
+    return out
+
+
+def needs(claim: str) -> list[tuple[str, str]]:
+    """(word, kind) the claim asserts: kind is 'code', 'number', 'name' or 'word'."""
+    text = CITE.sub(" ", claim)
+    out = []
+    for i, w in enumerate(WORD.findall(text)):
+        low = w.lower().replace("’", "'")
+        if any(ch.isdigit() for ch in w) and any(ch.isalpha() for ch in w):
+            out.append((w, "code"))       # QX7PZT, B22, UA858: only the same code backs it
+        elif digits(w) and (any(ch.isdigit() for ch in w) or low in NUMBER_WORDS):
+            out.append((w, "number"))
+        elif low in GLUE or low in FRAMING or len(low) < 2:
+            continue
+        elif w[0].isupper() and i > 0:
+            out.append((w, "name"))
+        else:
+            out.append((w, "word"))
+    return out
+
+
+def check(claim: str, excerpts: Sequence[Evidence], question: str = "") -> Verdict:
+    """Is *claim* backed by *excerpts* (all of them together)?"""
+    q = Evidence(question)
+    missing, from_memory = [], 0
+    per_source = [0] * len(excerpts)
+    for w, kind in needs(claim):
+        if kind == "code":
+            found = [i for i, e in enumerate(excerpts) if w.lower().strip(".-'") in e.lower]
+            ok_q = False
+        elif kind == "number":
+            found = [i for i, e in enumerate(excerpts) if all(d in e.numbers for d in digits(w))]
+            ok_q = False
+        elif kind == "name":
+            found = [i for i, e in enumerate(excerpts) if w.lower() in e.lower or stem(w) in e.stems]
+            ok_q = False
+        else:
+            found = [i for i, e in enumerate(excerpts) if stem(w) in e.stems or w.lower() in e.lower]
+            ok_q = stem(w) in q.stems
+        for i in found:
+            per_source[i] += 1
+        if found:
+            from_memory += 1
+        elif not ok_q:
+            missing.append(w)
+    order = sorted((i for i, n in enumerate(per_source) if n), key=lambda i: -per_source[i])
+    supported = not missing and from_memory > 0
+    return Verdict(claim, supported, missing, order, from_memory)
+
+
+def check_answer(answer: str, excerpts: Sequence[Evidence], question: str = "") -> list[Verdict]:
+    """Each claim checked against the excerpts it cites; a claim that cites none, or whose cited
+    excerpts do not back it, is checked against all of them (and then cites those that do)."""
+    out = []
+    for claim in claims(answer):
+        numbers = [n for n in cited(claim) if 1 <= n <= len(excerpts)]
+        verdict = None
+        if numbers:
+            own = check(claim, [excerpts[n - 1] for n in numbers], question)
+            if own.supported:
+                own.sources = [numbers[i] - 1 for i in own.sources]
+                verdict = own
+        if verdict is None:
+            verdict = check(claim, excerpts, question)
+            if verdict.supported:
+                verdict.sources = _cover(claim, excerpts, question, verdict.sources)
+        out.append(verdict)
+    return out
+
+
+def _cover(claim: str, excerpts: Sequence[Evidence], question: str, ranked: list[int]) -> list[int]:
+    """The fewest excerpts (best first) that back the claim together."""
+    chosen: list[int] = []
+    for i in ranked:
+        chosen.append(i)
+        if check(claim, [excerpts[j] for j in chosen], question).supported:
+            return chosen
+    return ranked
+
+
+def wanted(question: str) -> set[str]:
+    """The question's content, as stems and digits (what an answer to it must be about)."""
+    out = set()
+    for w, kind in needs(question):
+        if kind == "number":
+            out.update(digits(w))
+        elif kind == "code":
+            out.add(w.lower())
+        else:
+            out.add(stem(w))
+    return out
+
+
+def coverage(question: str, text: str) -> float:
+    """The share of the question's content that *text* speaks of (0 when it asks about nothing)."""
+    want = wanted(question)
+    if not want:
+        return 0.0
+    e = Evidence(text)
+    return sum(1 for s in want if s in e.stems or s in e.numbers or s in e.lower) / len(want)
+
+
+def best_sentence(text: str, question: str, context: str = "") -> tuple[str, float]:
+    """The sentence of *text* that covers most of the question (with *context*, e.g. who said
+    it, counted for every sentence), and that coverage."""
+    best, score = text.strip(), -1.0
+    for sentence in claims(text) or [text]:
+        share = coverage(question, f"{context} {sentence}")
+        if share > score:
+            best, score = sentence.strip(), share
+    return best, max(score, 0.0)

@@ -1,0 +1,46 @@
+"""The support check and relative dates: pure logic, no model."""
+
+from datetime import datetime
+
+from mneme.core import reltime
+from mneme.core.support import Evidence, check, check_answer, coverage
+
+EXCERPTS = [Evidence("Airline: your flight UA858 to Lisbon departs 09:40 from gate B22, booking reference QX7PZT"),
+            Evidence("Plumber: I can come on Friday morning, the quote is 240 pounds")]
+
+
+def test_names_numbers_and_codes_must_come_from_memory():
+    assert check("The booking reference is QX7PZT.", EXCERPTS).supported
+    assert not check("The booking reference is QX7PZQ.", EXCERPTS).supported
+    assert not check("The quote is 450 pounds.", EXCERPTS).supported
+    assert check("The plumber quoted 240 pounds.", EXCERPTS).supported        # "quoted" = "quote"
+    assert not check("The flight goes to Porto.", EXCERPTS).supported         # a name not in memory
+    # Restating the question is fine for plain words, never for names or numbers.
+    assert check("Your flight departs at 09:40.", EXCERPTS, "when does my flight depart?").supported
+    assert not check("Your flight to Porto departs at 09:40.", EXCERPTS, "my flight to Porto?").supported
+
+
+def test_a_claim_made_only_of_the_question_is_not_evidence():
+    verdict = check("The flight departs.", EXCERPTS[1:], "when does the flight depart?")
+    assert not verdict.supported and verdict.reason == "nothing in it comes from memory"
+
+
+def test_each_claim_is_checked_and_finds_the_excerpt_that_backs_it():
+    verdicts = check_answer("It departs from gate B22 [2]. The quote is 300 pounds [2].", EXCERPTS)
+    assert [v.supported for v in verdicts] == [True, False]
+    assert verdicts[0].sources == [0]          # cited [2] wrongly: the check finds [1]
+    assert "300" in verdicts[1].missing
+
+
+def test_coverage_is_the_share_of_the_question_spoken_of():
+    assert coverage("how much did the plumber quote?", "the quote is 240 pounds, plumber") == 1.0
+    assert coverage("what colour is the plumber's van?", "Plumber: the quote is 240 pounds") < 0.5
+
+
+def test_relative_dates_resolve_against_the_moment_they_were_said():
+    said = datetime(2026, 3, 7, 12, 0)  # a Saturday
+    assert reltime.resolve("see you next Tuesday", said) == "see you next Tuesday (Tuesday 10 March 2026)"
+    assert "(Friday 6 March 2026)" in reltime.resolve("I went yesterday", said)
+    assert "(Saturday 21 February 2026)" in reltime.resolve("two weeks ago", said)
+    assert "(February 2026)" in reltime.resolve("last month", said)
+    assert reltime.resolve("on Monday we meet", said) == "on Monday we meet"  # ambiguous: left alone

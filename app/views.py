@@ -280,10 +280,16 @@ class SearchView(QWidget):
                 item.setIcon(QIcon(pixmap(thumb)))
             self.results.addItem(item)
             self.results.setItemWidget(item, label)
+        if not result.hits and q.strip():
+            # The relevance floor left nothing: an honest empty state, not the nearest unrelated thing.
+            empty = QListWidgetItem("Nothing relevant found in your memory.")
+            empty.setFlags(Qt.NoItemFlags)
+            self.results.addItem(empty)
         self.shown = result
 
     def open(self, item) -> None:
-        self.source.show_source(self.c.memory, item.data(Qt.UserRole))
+        if item.data(Qt.UserRole) is not None:
+            self.source.show_source(self.c.memory, item.data(Qt.UserRole))
 
 
 class TimelineView(QWidget):

@@ -45,6 +45,13 @@ RELEVANCE_MIN = 0.5
 WHEN = re.compile(r"^\s*(?:when|what (?:date|day|time|year|month)|how long ago|which (?:day|year|month))\b",
                   re.IGNORECASE)
 
+PAST = re.compile(r"^\s*when (?:did|was|were|had)\b", re.IGNORECASE)
+DATED = re.compile(r"\b(?:\d{1,2}(?:st|nd|rd|th)?\s+(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*|"
+                   r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\s+\d{1,2}\b|"
+                   r"(?:mon|tues|wednes|thurs|fri|satur|sun)day|\d{4}|\d{1,2}(?::\d{2})?\s*(?:am|pm)|"
+                   r"\d{1,2}:\d{2}|mid[- ](?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*)\b",
+                   re.IGNORECASE)
+
 Prompt = list[tuple[str, bool]]  # (text, is_data): data is tokenized with special tokens off
 
 
@@ -273,16 +280,20 @@ class Assistant:
         c, sentence, _ = best
         c.quote = sentence
         answer.citations = [c]
-        if WHEN.search(answer.question):
-            # "When…?": the date the moment itself gives — a relative date in it, resolved, or
-            # the time it was said — with the sentence shown as the quote that backs it.
-            dates = re.findall(r"\(((?:the (?:week|weekend) of )?[A-Z][a-z]+day \d{1,2} [A-Z][a-z]+ \d{4}|"
-                               r"[A-Z][a-z]+ \d{4}|\d{4})\)", sentence)
+        who = f"{c.speaker}: " if c.speaker else ""
+        quote = f"“{who}{sentence}” [{c.n}]"
+        resolved = re.findall(r"\(((?:the (?:week|weekend) of )?[A-Z][a-z]+day \d{1,2} [A-Z][a-z]+ \d{4}|"
+                              r"[A-Z][a-z]+ \d{4}|\d{4})\)", sentence)
+        answer.status = "quoted"
+        if WHEN.search(answer.question) and resolved:
+            # "When…?" and the moment names a relative date: the date it means, resolved against
+            # the moment's own time, with the sentence as the quote that backs it.
+            answer.status, answer.text = "answered", f"{resolved[0]} [{c.n}]."
+        elif WHEN.search(answer.question) and PAST.search(answer.question) and not DATED.search(sentence):
+            # "When did…?" and the moment gives no date of its own: when it was said is what memory
+            # knows, and it is said as that.
             d = datetime.fromtimestamp(c.time).astimezone()
-            answer.status = "answered"
-            answer.text = f"{dates[0] if dates else f'{d:%A} {d.day} {d:%B %Y}'} [{c.n}]."
+            answer.text = f"Your memory has, on {d:%A} {d.day} {d:%B %Y}: {quote}"
         else:
-            who = f"{c.speaker}: " if c.speaker else ""
-            answer.status = "quoted"
-            answer.text = f"Your memory has: “{who}{sentence}” [{c.n}]"
+            answer.text = f"Your memory has: {quote}"
         show(answer.text)

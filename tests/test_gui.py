@@ -106,6 +106,15 @@ def test_search_as_you_type_with_highlights_and_filters(controller, qtbot):
     assert "orchard" in view.source.toPlainText()
 
 
+def test_search_says_when_nothing_relevant_is_found(controller, qtbot):
+    view = controller.window().search
+    qtbot.keyClicks(view.query, "xylophone quartet")
+    qtbot.waitUntil(lambda: view.results.count() == 1, timeout=10_000)
+    assert view.results.item(0).text() == "Nothing relevant found in your memory."
+    view.open(view.results.item(0))  # an empty state opens nothing, and does not fail
+    assert controller.errors == []
+
+
 def test_fast_typing_runs_the_first_and_the_newest_query_only(controller, qtbot):
     import threading
 

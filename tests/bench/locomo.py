@@ -117,6 +117,45 @@ def unsupported(answer: dict, question: str) -> bool:
     return any(w not in allowed and w.rstrip("s") not in allowed for w in words)
 
 
+def check_rates(samples: list[dict], seed: int = 0) -> str:
+    """How often the support check is wrong, with no model: each gold answer, as a claim, against
+    its own evidence turns (should pass) and against three other turns (should fail)."""
+    import random
+
+    sys.path.insert(0, str(ROOT))
+    from mneme.core.assistant import Citation, fence
+    from mneme.core.reltime import resolve
+
+    rng = random.Random(seed)
+    passed = rejected_good = accepted_bad = bad_total = good_total = 0
+    for sample in samples:
+        turns = {r["id"]: r for r in to_jsonl(sample)}
+
+        def evidence(tid):
+            r = turns[tid]
+            t = datetime.fromisoformat(r["time"]).timestamp()
+            return Citation(1, [0], t, "", "chat", fence(resolve(r["text"], t)), speaker=r["speaker"]).evidence()
+
+        from mneme.core.support import check
+        for q in sample["qa"]:
+            if q["category"] == 5 or not all(e in turns for e in q["evidence"]):
+                continue
+            claim = str(q["answer"])
+            good_total += 1
+            if check(claim, [evidence(e) for e in q["evidence"]], q["question"]).supported:
+                passed += 1
+            else:
+                rejected_good += 1
+            others = [t for t in turns if t not in q["evidence"]]
+            for tid in rng.sample(others, 3):
+                bad_total += 1
+                accepted_bad += check(claim, [evidence(tid)], q["question"]).supported
+    return (f"support check on gold answers: {passed}/{good_total} ({100 * passed / good_total:.1f} %) backed by "
+            f"their evidence turns (wrongly refused: {100 * rejected_good / good_total:.1f} %); "
+            f"{accepted_bad}/{bad_total} ({100 * accepted_bad / bad_total:.1f} %) wrongly accepted "
+            "against a random other turn")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=str(DEV))
@@ -125,10 +164,14 @@ def main() -> int:
     ap.add_argument("--keep", help="keep the homes and outputs in this folder")
     ap.add_argument("--model", help="a GGUF for the answers (default: the setting)")
     ap.add_argument("--limit-questions", type=int, help="first N questions of each conversation")
+    ap.add_argument("--check", action="store_true", help="only measure the support check (no model)")
     args = ap.parse_args()
     samples = json.loads(Path(args.data).read_text())
     if args.only:
         samples = [s for s in samples if s["sample_id"] == args.only]
+    if args.check:
+        print(check_rates(samples))
+        return 0
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="mneme-locomo-"))
     work.mkdir(parents=True, exist_ok=True)
     rec = {k: defaultdict(list) for k in (5, 10)}

@@ -74,14 +74,20 @@ def _open(args, create: bool = True, warm: bool = True, embedder: bool = True, k
 
 
 def _wait_index(mem) -> None:
-    if mem.index is None or mem.index.ready.is_set():
-        return
-    bar = _progress("loading index", unit="vec")
-    while not mem.index.ready.wait(0.1):
-        bar.total = mem.index.total
-        bar.n = mem.index.loaded
-        bar.refresh()
-    bar.close()
+    """Wait for the vector index while it loads; if it cannot be had, say so and go on with
+    keyword search (never wait for ever)."""
+    if mem.index is not None and not mem.index.ready.is_set():
+        bar = _progress("loading index", unit="vec")
+
+        def show(loaded: int, total: int) -> None:
+            bar.total, bar.n = total, loaded
+            bar.refresh()
+
+        mem.wait_index(show)
+        bar.close()
+    problem = mem.index_problem()
+    if problem:
+        print(f"mneme: note: {problem.replace('a doctor run', '`mneme doctor`')}", file=sys.stderr)
 
 
 def _embed(mem) -> None:
@@ -277,9 +283,11 @@ def cmd_forget(args) -> int:
 
 
 def cmd_doctor(args) -> int:
-    with _open(args, create=False) as mem:
+    with _open(args, create=False, warm=False) as mem:
+        mem.warm(background=True, catch_up=not args.check)  # --check embeds nothing
         _wait_index(mem)
-        problems = mem.doctor(repair=not args.check)
+        problems = mem.doctor(repair=not args.check, backlog=False)
+        backlog = mem.backlog()
         if problems and not args.check:
             remaining = mem.doctor(repair=False)
             for p in problems:
@@ -289,6 +297,9 @@ def cmd_doctor(args) -> int:
             return 1 if remaining else 0
     for p in problems:
         print(f"problem: {p}")
+    if backlog:
+        print(f"note: {backlog} text chunks are waiting to be embedded (done in the background, "
+              "or now by `mneme doctor`)")
     if not problems:
         print("Memory is consistent: store, keyword index and vector index agree.")
     return 1 if problems else 0
@@ -354,6 +365,9 @@ def cmd_import_vault(args) -> int:
         info = import_vault(mem, args.file, passphrase, progress=lambda d, t: bar.update(d - bar.n))
         bar.close()
     print(f"Imported {info['added']} items from {args.file}; {info['duplicates']} were already in memory.")
+    if info["bad_vectors"]:
+        print(f"Left out {info['bad_vectors']} malformed vectors (wrong size or not finite); "
+              "their text was embedded again.")
     return 0
 
 

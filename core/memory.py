@@ -23,6 +23,7 @@ from mneme.core.store import Store
 
 log = logging.getLogger(__name__)
 EMBED_BATCH = 64
+WARM_STALL_SECONDS = 60.0  # warm-up that loads nothing for this long is given up on
 Progress = Callable[[int, int], None]  # (done, total)
 
 
@@ -43,23 +44,40 @@ class Memory:
 
     # -- life cycle -----------------------------------------------------------------------------
     def warm(self, background: bool = True, catch_up: bool = True) -> None:
-        """Fill the in-memory index from stored vectors, then embed what has none yet."""
+        """Fill the in-memory index from stored vectors, then embed what has none yet.
+
+        Malformed stored vectors are left out (``index.bad``; ``doctor`` repairs them). A failed
+        warm-up is logged with its traceback and recorded in ``index.error``; keyword search keeps
+        working and nothing waits on it for ever."""
         if self.index is None:
             return
 
         def run() -> None:
             try:
                 self.index.total = self.store.counts(self.embedder.id)["embedded"]
-                for ids, vectors in self.store.iter_embeddings(self.embedder.id):
+                bad: list[int] = []
+                for ids, vectors in self.store.iter_embeddings(self.embedder.id, dim=self.embedder.dim,
+                                                               bad=bad):
                     if self._closed.is_set():
                         return
                     self.index.add(ids, vectors)
-                self.index.ready.set()
-                if catch_up:
-                    self.embed_pending()
-            except Exception:  # a failed warm-up leaves keyword search working
+                self.index.bad = bad
+                if bad:
+                    log.warning("%d stored vectors are malformed and were left out of the index", len(bad))
+                self.index.mark_ready()
+            except Exception as exc:  # a failed warm-up leaves keyword search working
                 if not self._closed.is_set():
                     log.exception("index warm-up failed")
+                self.index.mark_failed(f"{type(exc).__name__}: {exc}")
+                return
+            finally:
+                self.index.settled.set()  # also when closed mid-way: nobody waits for ever
+            if catch_up:
+                try:
+                    self.embed_pending()
+                except Exception:
+                    if not self._closed.is_set():
+                        log.exception("catch-up embedding failed")
 
         if background:
             self._warm_thread = threading.Thread(target=run, name="mneme-index-warm", daemon=True)
@@ -68,7 +86,51 @@ class Memory:
             run()
 
     def wait_ready(self, timeout: float | None = None) -> bool:
-        return self.index is not None and self.index.ready.wait(timeout)
+        """True once vector search is ready; False on timeout or when warm-up failed."""
+        if self.index is None:
+            return False
+        self.index.settled.wait(timeout)
+        return self.index.ready.is_set()
+
+    def wait_index(self, on_progress: Progress | None = None, stall: float = WARM_STALL_SECONDS) -> bool:
+        """Wait for warm-up to end while it makes progress. True when vector search is ready;
+        False when it failed, was never started, or loaded nothing for *stall* seconds (then
+        ``index_problem`` says why). Keyword search works either way."""
+        if self.index is None:
+            return False
+        last, since = -1, time.monotonic()
+        while not self.index.settled.wait(0.1):
+            if on_progress:
+                on_progress(self.index.loaded, self.index.total)
+            if self._warm_thread is None or not self._warm_thread.is_alive():
+                break
+            if self.index.loaded != last:
+                last, since = self.index.loaded, time.monotonic()
+            elif time.monotonic() - since > stall:
+                log.warning("index warm-up made no progress for %.0f s", stall)
+                break
+        return self.index.ready.is_set()
+
+    def backlog(self) -> int:
+        """Text chunks that have no vector from this embedder yet."""
+        if self.embedder is None:
+            return 0
+        counts = self.store.counts(self.embedder.id)
+        return counts["chunks"] - counts["embedded"]
+
+    def index_problem(self) -> str | None:
+        """Why vector search is not (fully) available, in a person's words; None when it is."""
+        if self.index is None:
+            return None
+        if self.index.error:
+            return f"the vector index could not be loaded ({self.index.error}); searching by keyword only"
+        if not self.index.ready.is_set():
+            return (f"the vector index is still loading ({self.index.loaded} of {self.index.total}); "
+                    "searching by keyword only")
+        if self.index.bad:
+            return (f"{len(self.index.bad)} stored vectors are malformed and were left out of the index; "
+                    "a doctor run repairs them")
+        return None
 
     def wait_caught_up(self, timeout: float | None = None) -> bool:
         """Wait for warm-up and catch-up embedding to finish."""
@@ -167,33 +229,43 @@ class Memory:
             "retention": {"days": self.config["retention_days"], "gb": self.config["retention_gb"]},
         }
 
-    def doctor(self, repair: bool = False) -> list[str]:
-        """What disagrees between store and index; with *repair*, make them agree."""
+    def doctor(self, repair: bool = False, backlog: bool = True) -> list[str]:
+        """What disagrees between store and index; with *repair*, make them agree. Without
+        *repair* nothing is changed. *backlog* lists chunks not embedded yet (ordinary after an
+        import: they are embedded in the background) among the problems."""
         problems = self.store.check()
         if repair and any(p.startswith(("keyword index", "text chunks")) for p in problems):
             self.store.rebuild_fts()
         if self.embedder is None or self.index is None:
             return problems
-        self.wait_ready()
-        stored = {cid for ids, _ in self.store.iter_embeddings(self.embedder.id) for cid in ids}
+        if not self.wait_index() and self.index.error:
+            problems.append(f"the vector index failed to load ({self.index.error})")
+        bad: list[int] = []
+        stored = {cid for ids, _ in self.store.iter_embeddings(self.embedder.id, dim=self.embedder.dim, bad=bad)
+                  for cid in ids}
         indexed = self.index.ids()
         missing, extra = stored - indexed, indexed - stored
         foreign = self.store.counts(self.embedder.id)
         pending = foreign["chunks"] - foreign["embedded"]
+        if bad:
+            problems.append(f"{len(bad)} stored vectors are malformed (wrong size or not finite)")
         if missing:
             problems.append(f"{len(missing)} stored vectors are missing from the index")
         if extra:
             problems.append(f"{len(extra)} index entries have no stored vector (forgotten data)")
-        if pending:
+        if pending and (backlog or repair):
             problems.append(f"{pending} text chunks have no vector from {self.embedder.id} yet")
         if repair:
-            self.index.delete(sorted(extra))
-            for ids, vectors in self.store.iter_embeddings(self.embedder.id):
+            self.store.delete_embeddings(bad)  # their chunks are embedded again below
+            self.index.delete(sorted(extra | set(bad)))
+            for ids, vectors in self.store.iter_embeddings(self.embedder.id, dim=self.embedder.dim):
                 keep = [i for i, cid in enumerate(ids) if cid in missing]
                 if keep:
                     self.index.add([ids[i] for i in keep], vectors[keep])
             self.store.drop_foreign_embeddings(self.embedder.id)
             self.embed_pending()
+            self.index.bad = []
+            self.index.mark_ready()
         return problems
 
     def change_key_mode(self, mode: str, passphrase: keys.PassphraseSource | None) -> None:

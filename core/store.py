@@ -330,8 +330,11 @@ class Store:
             yield out
 
     @staticmethod
-    def import_source(db, meta: dict, vectors: bytes, keep_id: bool) -> int | None:
-        """Insert one vaulted source inside the caller's transaction; None if already present."""
+    def import_source(db, meta: dict, vectors: bytes, keep_id: bool,
+                      dims: dict[str, int] | None = None) -> tuple[int | None, int]:
+        """Insert one vaulted source inside the caller's transaction. Returns its id (None if
+        already present) and how many of its vectors were malformed and left out (their chunks
+        are embedded again). *dims* gives the dimension of the embedders this Mneme knows."""
         values = (meta["kind"], meta["external_id"], float(meta["time"]), meta["app"], meta["conversation"],
                   meta["title"], meta["speaker"])
         if keep_id:
@@ -341,19 +344,26 @@ class Store:
             cur = db.execute("INSERT OR IGNORE INTO sources(kind, external_id, time, app, conversation,"
                              " title, speaker) VALUES (?,?,?,?,?,?,?)", values)
         if cur.rowcount == 0:
-            return None
+            return None, 0
         sid = int(meta["id"]) if keep_id else cur.lastrowid
-        flags, dim = meta["vectors"], 0
-        if any(flags):
-            dim = len(vectors) // 4 // sum(1 for f in flags if f)
+        flags = [bool(f) for f in meta["vectors"]][:len(meta["chunks"])]
+        count, dim, bad = sum(flags), 0, 0
+        if count:
+            dim = len(vectors) // 4 // count
+            if len(vectors) != dim * 4 * count or (dims or {}).get(meta["embedder"], dim) != dim:
+                flags, bad = [False] * len(flags), count  # sizes do not add up: keep none of them
         pos = 0
         for seq, text in enumerate(meta["chunks"]):
             cid = db.execute("INSERT INTO chunks(source_id, seq, text) VALUES (?,?,?)", (sid, seq, str(text))).lastrowid
             if seq < len(flags) and flags[seq]:
-                db.execute("INSERT INTO embeddings(chunk_id, embedder, vector) VALUES (?,?,?)",
-                           (cid, meta["embedder"], vectors[pos:pos + dim * 4]))
+                blob = bytes(vectors[pos:pos + dim * 4])
                 pos += dim * 4
-        return sid
+                if decode_vector(blob, dim) is None:
+                    bad += 1
+                    continue
+                db.execute("INSERT INTO embeddings(chunk_id, embedder, vector) VALUES (?,?,?)",
+                           (cid, meta["embedder"], blob))
+        return sid, bad
 
     @staticmethod
     def import_frame(db, source_id: int, meta: dict, image: bytes, thumb: bytes) -> None:
@@ -520,7 +530,10 @@ class Store:
             "ON e.chunk_id = c.id AND e.embedder = ? WHERE e.chunk_id IS NULL ORDER BY c.id LIMIT ?",
             (embedder, limit))]
 
-    def iter_embeddings(self, embedder: str, batch: int = 5000) -> Iterator[tuple[list[int], np.ndarray]]:
+    def iter_embeddings(self, embedder: str, batch: int = 5000, dim: int | None = None,
+                        bad: list[int] | None = None) -> Iterator[tuple[list[int], np.ndarray]]:
+        """Stored vectors of *embedder*, a batch at a time. Malformed ones (wrong size, not float32,
+        not finite) are left out and their chunk ids appended to *bad*."""
         last = 0
         while True:
             rows = self._bulk_read("SELECT chunk_id, vector FROM embeddings WHERE embedder = ? AND "
@@ -528,7 +541,23 @@ class Store:
             if not rows:
                 return
             last = rows[-1][0]
-            yield [r[0] for r in rows], np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+            ids, vectors = [], []
+            for cid, blob in rows:
+                vector = decode_vector(blob, dim)
+                if vector is None:
+                    if bad is not None:
+                        bad.append(cid)
+                    continue
+                dim = dim or len(vector)  # with no dimension given, the first good one sets it
+                ids.append(cid)
+                vectors.append(vector)
+            if ids:
+                yield ids, np.stack(vectors)
+
+    def delete_embeddings(self, chunk_ids: Sequence[int]) -> None:
+        with self.transaction() as db:
+            for part in _batches(chunk_ids):
+                db.execute(f"DELETE FROM embeddings WHERE chunk_id IN ({','.join('?' * len(part))})", part)
 
     def embedding(self, chunk_id: int) -> np.ndarray | None:
         rows = self._q("SELECT vector FROM embeddings WHERE chunk_id = ?", (chunk_id,))
@@ -601,6 +630,23 @@ def _source_filter(since: float | None, until: float | None, app: str | None,
         where.append(f"s.kind IN ({','.join('?' * len(kinds))})")
         args.extend(kinds)
     return where, args
+
+
+def decode_vector(blob, dim: int | None) -> np.ndarray | None:
+    """A stored float32 vector, or None when it is malformed (wrong size or not finite)."""
+    if not isinstance(blob, bytes) or not blob or len(blob) % 4 or (dim and len(blob) != dim * 4):
+        return None
+    vector = np.frombuffer(blob, dtype=np.float32)
+    return vector if np.isfinite(vector).all() else None
+
+
+SQL_BATCH = 10_000  # ids bound per statement: well under SQLite's 32,766 parameters
+
+
+def _batches(items: Sequence, size: int = SQL_BATCH) -> Iterator[list]:
+    items = list(items)
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
 
 
 def _statements(sql: str) -> list[str]:

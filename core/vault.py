@@ -226,7 +226,8 @@ def import_vault(memory, path: str | os.PathLike[str], passphrase: str, progress
         raise BadInputError(f"{path}: no such file", "check the path")
     store = memory.store
     restore = store.counts("")["sources"] == 0
-    result = {"added": 0, "duplicates": 0, "restored_ids": restore}
+    result = {"added": 0, "duplicates": 0, "restored_ids": restore, "bad_vectors": 0}
+    dims = {memory.embedder.id: memory.embedder.dim} if memory.embedder is not None else {}
     ended = False
     with store.transaction() as db:
         id_map: dict[int, int | None] = {}
@@ -241,7 +242,8 @@ def import_vault(memory, path: str | os.PathLike[str], passphrase: str, progress
                     config = json.loads(payload)
                 elif kind == REC_SOURCE:
                     meta, (vecs,) = _unblob(payload, 1)
-                    new_id = store.import_source(db, meta, vecs, keep_id=restore)
+                    new_id, bad = store.import_source(db, meta, vecs, keep_id=restore, dims=dims)
+                    result["bad_vectors"] += bad
                     id_map[meta["id"]] = new_id
                     result["added" if new_id else "duplicates"] += 1
                 elif kind == REC_FRAME:

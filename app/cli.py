@@ -267,18 +267,39 @@ def cmd_status(args) -> int:
     return 0
 
 
+def _describe_forget(preview: dict, app: str | None) -> None:
+    """What a forget is about to delete: how much, and from which apps and conversations."""
+    frames = f", {preview['frames']} screen frames" if preview["frames"] else ""
+    print(f"This deletes {preview['sources']} items ({preview['chunks']} text chunks{frames}) from:")
+    for g in preview["groups"][:15]:
+        where = " · ".join(p for p in (g["app"], g["conversation"]) if p) or "(no app)"
+        print(f"  {g['sources']:>7}  {where}")
+    if len(preview["groups"]) > 15:
+        print(f"  … and {len(preview['groups']) - 15} more apps or conversations")
+
+
 def cmd_forget(args) -> int:
     filters = _filters(args)
     if not any(v is not None for v in filters.values()):
         raise UserError("forget needs --since, --until or --app", "e.g. mneme forget --app Slack")
     with _open(args, create=False) as mem:
-        if not args.yes and sys.stdin.isatty():
+        preview = mem.forget_preview(**filters)
+        if not preview["sources"]:
+            similar = f" (names like it: {', '.join(preview['similar'])})" if preview["similar"] else ""
+            print(f"Nothing matches, so nothing was deleted{similar}." +
+                  ("\n--app takes the exact app or conversation name." if args.app else ""))
+            return 0
+        _describe_forget(preview, args.app)
+        if not args.yes:
+            if not sys.stdin.isatty():
+                raise UserError("forgetting needs a confirmation and there is no terminal to ask on",
+                                "check what is listed above, then pass --yes")
             if input("Delete these for good? [y/N] ").strip().lower() != "y":
                 print("Nothing deleted.")
                 return 1
         _wait_index(mem)
         n = mem.forget(**filters)
-    print(f"Forgot {n} text chunks (deleted from the store and the index).")
+    print(f"Forgot {preview['sources']} items, {n} text chunks (deleted from the store and the index).")
     return 0
 
 
@@ -461,7 +482,7 @@ def cmd_setup_model(args) -> int:
 def _add_filters(p) -> None:
     p.add_argument("--since", help="from this date/time (e.g. 2024-03-05)")
     p.add_argument("--until", help="before this date/time")
-    p.add_argument("--app", help="only this app or conversation (e.g. Slack)")
+    p.add_argument("--app", help="only this app or conversation (e.g. Slack); for forget, the exact name")
 
 
 def build_parser() -> argparse.ArgumentParser:

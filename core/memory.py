@@ -204,10 +204,19 @@ class Memory:
 
     def forget(self, since: float | None = None, until: float | None = None,
                app: str | None = None, source_ids: Sequence[int] | None = None) -> int:
+        """Delete for good: from the store (freed pages zeroed, keyword terms removed, the WAL
+        checkpointed and truncated) and from the index. *app* is an exact app or conversation name.
+        Raises UserError, after deleting, when another process keeps old copies alive."""
         chunk_ids = self.store.forget(since, until, app, source_ids)
         if self.index is not None:
             self.index.delete(chunk_ids)
+        self.store.scrub()
         return len(chunk_ids)
+
+    def forget_preview(self, since: float | None = None, until: float | None = None,
+                       app: str | None = None) -> dict:
+        """What ``forget`` would delete (counts, per app and conversation), to confirm first."""
+        return self.store.forget_preview(since, until, app)
 
     # -- reading --------------------------------------------------------------------------------
     def search(self, query: str, limit: int = 10, **kwargs) -> SearchResult:

@@ -21,6 +21,8 @@ from mneme.core.paths import private_file
 from mneme.core.records import Chunk, FrameIn, Hit, Message, Source
 
 CHUNK_CHARS = 800
+FTS_SECURE_MAX = 200  # chunks forgotten row by row in the keyword index; more: it is rebuilt
+SCRUB_WAIT = 30.0  # seconds forget waits for other readers before it says they hold old pages
 BIG_MATCH = 5000  # keyword matches past which all-terms documents are ranked first
 HUGE_MATCH = 5000  # …and past which the newest matches are taken instead of BM25-scoring them all
 
@@ -285,9 +287,10 @@ class Store:
                                             (older_than,))]
         if over_bytes is not None:
             _, total = self.frame_usage()
-            total -= sum(r[0] for r in self._q(
-                f"SELECT bytes FROM frames WHERE source_id IN ({','.join('?' * len(doomed))})", doomed)) \
-                if doomed else 0
+            if older_than is not None:  # the same rows as above, without binding an id each
+                (old,), = self._q("SELECT coalesce(sum(f.bytes), 0) FROM frames f JOIN sources s ON "
+                                  "s.id = f.source_id WHERE s.kind = 'frame' AND s.time < ?", (older_than,))
+                total -= old
             if total > over_bytes:
                 gone = set(doomed)
                 for sid, size in self._q("SELECT f.source_id, f.bytes FROM frames f JOIN sources s "
@@ -378,26 +381,110 @@ class Store:
                 "SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM chunks WHERE id = ?)",
                 [(cid, embedder, np.asarray(v, dtype=np.float32).tobytes(), cid) for cid, v in items])
 
+    def forget_preview(self, since: float | None = None, until: float | None = None,
+                       app: str | None = None) -> dict:
+        """What ``forget`` with these filters would delete: counts, and the items per app and
+        conversation, most first."""
+        cond, args = self._forget_cond(since, until, app)
+        (sources, chunks, frames), = self._q(
+            f"SELECT count(*), coalesce(sum((SELECT count(*) FROM chunks c WHERE c.source_id = s.id)), 0), "
+            f"coalesce(sum((SELECT count(*) FROM frames f WHERE f.source_id = s.id)), 0) FROM sources s "
+            f"WHERE {cond}", args)
+        groups = self._q(f"SELECT s.app, s.conversation, count(*) FROM sources s WHERE {cond} "
+                         "GROUP BY s.app, s.conversation ORDER BY count(*) DESC, s.app, s.conversation", args)
+        similar = []
+        if app and not sources:
+            needle = app.lower()
+            similar = sorted({n for n in self.names() if needle in n.lower() or n.lower() in needle})
+        return {"sources": sources, "chunks": chunks, "frames": frames,
+                "groups": [{"app": a, "conversation": c, "sources": n} for a, c, n in groups],
+                "similar": similar[:10]}
+
+    def names(self) -> list[str]:
+        """Every app and conversation name, exactly as stored."""
+        return [r[0] for r in self._q("SELECT app FROM sources WHERE app != '' UNION "
+                                      "SELECT conversation FROM sources WHERE conversation != '' ORDER BY 1")]
+
+    @staticmethod
+    def _forget_cond(since: float | None, until: float | None, app: str | None) -> tuple[str, list]:
+        where, args = _source_filter(since, until, app, exact=True)
+        if not where:
+            raise UserError("forgetting needs a time range or an app",
+                            "to forget everything, give a range that covers it (e.g. from 1970-01-01)")
+        return " AND ".join(where), args
+
     def forget(self, since: float | None = None, until: float | None = None,
                app: str | None = None, source_ids: Sequence[int] | None = None) -> list[int]:
-        """Delete matching sources with their chunks and vectors. Returns the deleted chunk ids."""
-        where, args = _source_filter(since, until, app)
-        if source_ids is not None:
-            where.append(f"s.id IN ({','.join('?' * len(source_ids))})")
-            args.extend(source_ids)
-        if not where:
-            raise UserError("forget needs --since, --until or --app", "to forget everything, "
-                            "give a range that covers it, e.g. --since 1970-01-01")
-        cond = " AND ".join(where)
+        """Delete matching sources with their chunks and vectors; returns the deleted chunk ids.
+
+        *app* is an exact app or conversation name (case-insensitive), never a pattern. No term
+        of what is deleted stays in the keyword index, and ``secure_delete`` zeroes freed pages; call ``scrub`` afterwards to get the old page copies out of the WAL."""
+        cond, args = ("1", []) if source_ids is not None and not (since or until or app) else \
+            self._forget_cond(since, until, app)
+        chunk_ids: list[int] = []
         with self.transaction() as db:
-            chunk_ids = [r[0] for r in db.execute(
-                f"SELECT c.id FROM chunks c JOIN sources s ON s.id = c.source_id WHERE {cond}", args)]
-            db.execute(f"DELETE FROM sources WHERE id IN (SELECT s.id FROM sources s WHERE {cond})", args)
-            # Deleted FTS terms linger in old segments until they are merged: rewrite them now.
-            db.execute("INSERT INTO chunks_fts(chunks_fts) VALUES ('optimize')")
-        with self._lock:
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            if source_ids is None:
+                doomed = [r[0] for r in db.execute(f"SELECT s.id FROM sources s WHERE {cond}", args)]
+            else:
+                doomed = []
+                for part in _batches(source_ids):
+                    doomed += [r[0] for r in db.execute(
+                        f"SELECT s.id FROM sources s WHERE s.id IN ({','.join('?' * len(part))}) AND {cond}",
+                        [*part, *args])]
+            for part in _batches(doomed):
+                chunk_ids += [r[0] for r in db.execute(
+                    f"SELECT id FROM chunks WHERE source_id IN ({','.join('?' * len(part))})", part)]
+            rebuild = self._fts_before_delete(db, len(chunk_ids))
+            for part in _batches(doomed):
+                db.execute(f"DELETE FROM sources WHERE id IN ({','.join('?' * len(part))})", part)
+            self._fts_after_delete(db, rebuild)
         return chunk_ids
+
+    @staticmethod
+    def _fts_tables(db) -> list[str]:
+        return [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                         "AND lower(sql) LIKE '%using fts5(%'").fetchall()]
+
+    def _fts_before_delete(self, db, chunks: int) -> list[str]:
+        """By default FTS5 only marks a deleted row's terms as deleted: the terms, with their row
+        ids, stay in its shadow tables. A few rows are removed outright (FTS5 ``secure-delete``,
+        ~5 ms a row); past FTS_SECURE_MAX, or where earlier deletes may have left terms, the index
+        is rebuilt from what remains instead. Returns the tables to rebuild."""
+        rebuild = []
+        for name in self._fts_tables(db):
+            seen = db.execute(f'SELECT v FROM "{name}_config" WHERE k = \'secure-delete\'').fetchone()
+            if chunks <= FTS_SECURE_MAX and seen is not None:
+                db.execute(f'INSERT INTO "{name}"("{name}", rank) VALUES (\'secure-delete\', 1)')
+            else:
+                rebuild.append(name)
+        return rebuild
+
+    def _fts_after_delete(self, db, rebuild: list[str]) -> None:
+        for name in self._fts_tables(db):
+            if name in rebuild:
+                db.execute(f'INSERT INTO "{name}"("{name}") VALUES (\'rebuild\')')
+            db.execute(f'INSERT INTO "{name}"("{name}", rank) VALUES (\'secure-delete\', 0)')
+
+    def scrub(self, wait: float = SCRUB_WAIT) -> None:
+        """Get what was just deleted out of the write-ahead log: checkpoint it into the (zeroed)
+        pages of the database and truncate it. Readers keep old pages alive, so Mneme's own bulk
+        reader is closed and other processes are waited for up to *wait* seconds; the result is
+        checked, not assumed."""
+        self._close_bulk()
+        wal = self.path.with_name(self.path.name + "-wal")
+        deadline = _time.monotonic() + wait
+        with self._lock:
+            while True:
+                busy, frames, done = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                if busy == 0 and frames == done and (not wal.exists() or wal.stat().st_size == 0):
+                    return
+                if _time.monotonic() > deadline:
+                    break
+                _time.sleep(0.2)
+        raise UserError("the items were deleted, but another program (another Mneme window or "
+                        "command) holds the memory open, so old copies of them stay in the file "
+                        "until it closes",
+                        "close the other Mneme and forget again (or run a doctor check) to finish")
 
     # -- reading --------------------------------------------------------------------------------
     def keyword_search(self, query: str, limit: int, since: float | None = None,
@@ -615,7 +702,10 @@ class Store:
 
 
 def _source_filter(since: float | None, until: float | None, app: str | None,
-                   kinds: Sequence[str] | None = None) -> tuple[list[str], list]:
+                   kinds: Sequence[str] | None = None, exact: bool = False) -> tuple[list[str], list]:
+    """WHERE terms for a time range, an app and kinds. A search's *app* also matches the
+    conversations it starts ("Slack" finds "Slack #team"); with *exact* (forgetting) it must be the
+    whole app or conversation name, case-insensitively, and nothing in it is a pattern."""
     where, args = [], []
     if since is not None:
         where.append("s.time >= ?")
@@ -623,7 +713,10 @@ def _source_filter(since: float | None, until: float | None, app: str | None,
     if until is not None:
         where.append("s.time < ?")
         args.append(until)
-    if app:
+    if app and exact:
+        where.append("(lower(s.app) = lower(?) OR lower(s.conversation) = lower(?))")
+        args.extend([app, app])
+    elif app:
         where.append("(lower(s.app) = lower(?) OR lower(s.conversation) LIKE lower(?) || '%')")
         args.extend([app, app.replace("%", "").replace("_", "")])
     if kinds:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mneme.core.errors import BadInputError
-from mneme.core.paths import private_file
+from mneme.core.paths import write_atomic
 
 
 @dataclass(frozen=True)
@@ -111,10 +111,7 @@ class Config:
 
     def save(self) -> None:
         changed = {k: v for k, v in self._values.items() if v != BY_NAME[k].default}
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(changed, indent=2), encoding="utf-8")
-        private_file(tmp)
-        os.replace(tmp, self.path)
+        write_atomic(self.path, json.dumps(changed, indent=2))
 
     def threads(self) -> int:
         return self["n_threads"] or max(1, len(os.sched_getaffinity(0)))

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from mneme.core import keys
 from mneme.core.config import Config
 from mneme.core.embedding import Embedder
-from mneme.core.errors import UserError
+from mneme.core.errors import LockedError, UserError
 from mneme.core.index import Index
 from mneme.core.paths import HomeLayout, resolve_home
 from mneme.core.records import FrameIn, Message
@@ -278,20 +278,44 @@ class Memory:
         return problems
 
     def change_key_mode(self, mode: str, passphrase: keys.PassphraseSource | None) -> None:
-        """Re-encrypt the store under a new key (keyring <-> passphrase, or a new passphrase)."""
+        """Re-encrypt the store under a new key (keyring <-> passphrase, or a new passphrase).
+
+        Crash-safe: the new key's metadata is synced before the store is touched, and the old one
+        is replaced only once the store opens with the new key (see ``keys.settle_change``)."""
         self.wait_caught_up()  # no warm-up reads may run while the file is re-encrypted
         old = self.meta
-        new_meta = keys.KeyMeta(mode=mode)
-        if mode == "keyring":
-            key = os.urandom(32)
-            keys._keyring_set(new_meta, key)
-        else:
-            key = keys.derive_key(passphrase("New passphrase: "), bytes.fromhex(new_meta.salt), new_meta.kdf)
+        new_meta, key = keys.new_key(mode, passphrase, old)
+        keys.save_pending(self.layout, new_meta)
         self.store.rekey(key)
-        new_meta.save(self.layout.meta)
         self.meta = new_meta
-        if old.mode == "keyring":
-            keys.keyring_delete(old)
+        keys.finish_change(self.layout, new_meta)
+
+
+def _unlock(layout: HomeLayout, meta: keys.KeyMeta, passphrase: keys.PassphraseSource | None
+            ) -> tuple[keys.KeyMeta, Store]:
+    """Open the store with the key *meta* describes; after a key change that a crash cut short,
+    with whichever of the old and new keys the store now has, and finish or undo the change."""
+    pending = keys.KeyMeta.load(layout.meta_next)
+    if pending is None:
+        store = Store(layout.db, keys.load_key(meta, passphrase))
+    else:
+        ask = keys.remembering(passphrase)
+        try:
+            store = Store(layout.db, keys.load_key(meta, ask))
+        except LockedError:  # re-encrypted already: the new key opens it
+            store = Store(layout.db, keys.load_key(pending, ask))
+            keys.promote_pending(layout)
+            log.warning("finished a key change that was interrupted (now %s mode)", pending.mode)
+            meta = pending
+        else:
+            keys.drop_pending(layout)
+            log.warning("undid a key change that was interrupted before the store was re-encrypted")
+    if meta.retired:
+        try:
+            keys.retire_old_key(layout, meta)
+        except UserError as exc:  # the memory opens all the same; the next unlock tries again
+            log.error("the replaced master key is still in the keyring: %s", exc.message)
+    return meta, store
 
 
 def home_exists(home: str | os.PathLike[str] | None = None) -> bool:
@@ -316,13 +340,13 @@ def open_memory(home: str | os.PathLike[str] | None = None, *, embedder: Embedde
         layout.create()
         mode = key_mode or ("passphrase" if os.environ.get("MNEME_PASSPHRASE") else "keyring")
         meta, key = keys.create_key(layout.meta, mode, passphrase)
+        store = Store(layout.db, key)
     else:
         if key_mode and key_mode != meta.mode:
             raise UserError(f"this memory uses {meta.mode} mode, not {key_mode}",
                             f"switch with `mneme key {key_mode}`")
-        key = keys.load_key(meta, passphrase)
+        meta, store = _unlock(layout, meta, passphrase)
     config = Config.load(layout.config)
-    store = Store(layout.db, key)
     memory = Memory(layout, store, meta, config, embedder)
     if warm:
         memory.warm(background=True)

@@ -11,12 +11,12 @@ import hashlib
 import json
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
 from mneme.core.errors import BadInputError
-from mneme.core.records import Message
+from mneme.core.records import Message, id_scope
 
 FORMATS = ("auto", "jsonl", "chatgpt", "whatsapp")
 JSONL_FIELDS = {"id": str, "conversation": str, "time": str, "speaker": str, "text": str}
@@ -214,7 +214,9 @@ def parse_file(path: str | Path, fmt: str = "auto", skip_bad: bool = False) -> P
         raise BadInputError(f"unknown format {fmt!r}", "use one of " + ", ".join(FORMATS))
     fmt = detect(path) if fmt == "auto" else fmt
     try:
-        return {"jsonl": parse_jsonl, "chatgpt": parse_chatgpt, "whatsapp": parse_whatsapp}[fmt](path, skip_bad)
+        parsed = {"jsonl": parse_jsonl, "chatgpt": parse_chatgpt, "whatsapp": parse_whatsapp}[fmt](path, skip_bad)
     except UnicodeDecodeError as exc:
         raise BadInputError(f"{path}: not UTF-8 text (byte {exc.start}); nothing was imported",
                             "export the chat again as UTF-8") from None
+    parsed.messages = [replace(m, scope=id_scope(fmt, m.app, m.conversation)) for m in parsed.messages]
+    return parsed

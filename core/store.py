@@ -18,7 +18,7 @@ import sqlcipher3
 
 from mneme.core.errors import LockedError, UserError
 from mneme.core.paths import private_file
-from mneme.core.records import Chunk, FrameIn, Hit, Message, Source
+from mneme.core.records import Chunk, FrameIn, Hit, Message, Source, id_scope
 
 CHUNK_CHARS = 800
 FTS_SECURE_MAX = 200  # chunks forgotten row by row in the keyword index; more: it is rebuilt
@@ -26,7 +26,7 @@ SCRUB_WAIT = 30.0  # seconds forget waits for other readers before it says they 
 BIG_MATCH = 5000  # keyword matches past which all-terms documents are ranked first
 HUGE_MATCH = 5000  # …and past which the newest matches are taken instead of BM25-scoring them all
 
-MIGRATIONS: list[tuple[str, str]] = [
+MIGRATIONS: list[tuple[str, str | Callable]] = [
     ("m001_initial", """
     CREATE TABLE sources (
         id INTEGER PRIMARY KEY,
@@ -76,6 +76,45 @@ MIGRATIONS: list[tuple[str, str]] = [
     );
     """),
 ]
+
+def _m004_scoped_ids(db) -> None:
+    """sources.external_id was unique per kind, so ids from different exports collided. Add a
+    ``scope`` (format, app, conversation) and make (kind, scope, external_id) unique instead,
+    rebuilding the table as SQLite requires (keeping any columns, indexes and triggers it has)."""
+    (create,), = db.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'sources'")
+    old_unique = re.search(r"UNIQUE\s*\(\s*kind\s*,\s*external_id\s*\)", create)
+    new = (create[:old_unique.start()] + "scope TEXT NOT NULL DEFAULT '',\n        "
+           "UNIQUE (kind, scope, external_id)" + create[old_unique.end():])
+    new = re.sub(r"^CREATE TABLE\s+\"?sources\"?", "CREATE TABLE sources_m004", new)
+    extras = [r[0] for r in db.execute("SELECT sql FROM sqlite_master WHERE tbl_name = 'sources' AND "
+                                       "type IN ('index', 'trigger') AND sql IS NOT NULL")]
+    cols = ", ".join(r[1] for r in db.execute("PRAGMA table_info(sources)"))
+    db.execute(new)
+    db.execute(f"INSERT INTO sources_m004({cols}) SELECT {cols} FROM sources")
+    db.execute("DROP TABLE sources")
+    db.execute("ALTER TABLE sources_m004 RENAME TO sources")
+    for sql in extras:
+        db.execute(sql)
+    db.create_function("mneme_legacy_scope", 4, legacy_scope, deterministic=True)
+    db.execute("UPDATE sources SET scope = mneme_legacy_scope(kind, app, conversation, external_id) "
+                "WHERE kind = 'chat'")
+
+
+def legacy_scope(kind: str, app: str, conversation: str, external_id: str) -> str:
+    """The scope a chat message stored before scopes existed was imported under (told apart by
+    what each importer writes), so that importing its file again still adds nothing."""
+    if kind != "chat":
+        return ""
+    if app == "ChatGPT" and conversation.startswith("ChatGPT: "):
+        fmt = "chatgpt"
+    elif app == "WhatsApp" and conversation.startswith("WhatsApp: ") and re.fullmatch(r"[0-9a-f]{32}", external_id):
+        fmt = "whatsapp"
+    else:
+        fmt = "jsonl"
+    return id_scope(fmt, app, conversation)
+
+
+MIGRATIONS.append(("m004_scoped_ids", _m004_scoped_ids))
 
 FTS_WORD = re.compile(r"\w+", re.UNICODE)
 # Question words and glue that match everything and so rank nothing (English; others pass through).
@@ -177,10 +216,20 @@ class Store:
         for name, sql in MIGRATIONS:
             if name in done:
                 continue
-            with self.transaction() as db:
-                for statement in _statements(sql):
-                    db.execute(statement)
-                db.execute("INSERT INTO schema_migrations VALUES (?, ?)", (name, _time.time()))
+            self._db.execute("PRAGMA foreign_keys = OFF")  # a table rebuild must not cascade
+            try:
+                with self.transaction() as db:
+                    if callable(sql):
+                        sql(db)
+                    else:
+                        for statement in _statements(sql):
+                            db.execute(statement)
+                    if db.execute("PRAGMA foreign_key_check").fetchall():
+                        raise UserError(f"{self.path}: migration {name} would break references",
+                                        "nothing was changed; report this as a bug")
+                    db.execute("INSERT INTO schema_migrations VALUES (?, ?)", (name, _time.time()))
+            finally:
+                self._db.execute("PRAGMA foreign_keys = ON")
         known = {n for n, _ in MIGRATIONS}
         if done - known:
             raise UserError(f"the memory at {self.path} was written by a newer Mneme "
@@ -215,8 +264,8 @@ class Store:
             for i, m in enumerate(messages, 1):
                 cur = db.execute(
                     "INSERT OR IGNORE INTO sources(kind, external_id, time, app, conversation, title,"
-                    " speaker) VALUES (?,?,?,?,?,?,?)",
-                    (kind, m.external_id, m.time, m.app, m.conversation, m.title, m.speaker))
+                    " speaker, scope) VALUES (?,?,?,?,?,?,?,?)",
+                    (kind, m.external_id, m.time, m.app, m.conversation, m.title, m.speaker, m.scope))
                 if cur.rowcount == 0:
                     skipped += 1
                 else:
@@ -306,7 +355,7 @@ class Store:
     def export_batches(self, batch: int) -> Iterator[list[tuple[dict, list[str], list, dict | None]]]:
         """Every source with its chunk texts, vectors and frame, in id order, a batch at a time."""
         last = 0
-        cols = ("id", "kind", "external_id", "time", "app", "conversation", "title", "speaker")
+        cols = ("id", "kind", "external_id", "time", "app", "conversation", "title", "speaker", "scope")
         while True:
             sources = self._bulk_read(f"SELECT {', '.join(cols)} FROM sources WHERE id > ? ORDER BY id LIMIT ?",
                                       (last, batch))
@@ -338,14 +387,17 @@ class Store:
         """Insert one vaulted source inside the caller's transaction. Returns its id (None if
         already present) and how many of its vectors were malformed and left out (their chunks
         are embedded again). *dims* gives the dimension of the embedders this Mneme knows."""
+        scope = meta.get("scope")  # vaults from before scopes: as the migration sets it
+        if not isinstance(scope, str):
+            scope = legacy_scope(meta["kind"], meta["app"], meta["conversation"], meta["external_id"])
         values = (meta["kind"], meta["external_id"], float(meta["time"]), meta["app"], meta["conversation"],
-                  meta["title"], meta["speaker"])
+                  meta["title"], meta["speaker"], scope)
         if keep_id:
             cur = db.execute("INSERT OR IGNORE INTO sources(id, kind, external_id, time, app, conversation,"
-                             " title, speaker) VALUES (?,?,?,?,?,?,?,?)", (int(meta["id"]), *values))
+                             " title, speaker, scope) VALUES (?,?,?,?,?,?,?,?,?)", (int(meta["id"]), *values))
         else:
             cur = db.execute("INSERT OR IGNORE INTO sources(kind, external_id, time, app, conversation,"
-                             " title, speaker) VALUES (?,?,?,?,?,?,?)", values)
+                             " title, speaker, scope) VALUES (?,?,?,?,?,?,?,?)", values)
         if cur.rowcount == 0:
             return None, 0
         sid = int(meta["id"]) if keep_id else cur.lastrowid

@@ -57,9 +57,32 @@ class KeyMeta:
         write_atomic(path, json.dumps(raw, indent=2))
 
 
+# What Argon2id parameters a file may ask for: past these a forged header could make the
+# derivation fail with a traceback, need absurd memory, or run for ever.
+KDF_BOUNDS = {"time_cost": (1, 16), "memory_kib": (8, 1 << 20), "parallelism": (1, 16)}
+SALT_BYTES = (16, 64)
+
+
+def kdf_problem(kdf, salt: bytes) -> str | None:
+    """Why these key-derivation parameters must not be used; None when they are sane."""
+    if not isinstance(kdf, dict) or kdf.get("name") != "argon2id":
+        return "unknown key derivation"
+    for name, (lo, hi) in KDF_BOUNDS.items():
+        value = kdf.get(name)
+        if type(value) is not int or not lo <= value <= hi:
+            return f"KDF parameter {name} = {value!r} is outside {lo}..{hi}"
+    if kdf["memory_kib"] < 8 * kdf["parallelism"]:
+        return "KDF memory is less than 8 KiB per lane"
+    if not SALT_BYTES[0] <= len(salt) <= SALT_BYTES[1]:
+        return f"the KDF salt is {len(salt)} bytes (needs {SALT_BYTES[0]}..{SALT_BYTES[1]})"
+    return None
+
+
 def derive_key(passphrase: str, salt: bytes, kdf: dict) -> bytes:
     if kdf.get("name") != "argon2id":
         raise UserError(f"unknown key derivation {kdf.get('name')!r}", "update Mneme")
+    if problem := kdf_problem(kdf, salt):
+        raise UserError(f"the key metadata is damaged: {problem}", "restore mneme.json from a backup")
     if not passphrase:
         raise LockedError("an empty passphrase is not allowed", "choose a passphrase")
     return hash_secret_raw(passphrase.encode("utf-8"), salt, time_cost=int(kdf["time_cost"]),

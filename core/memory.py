@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from mneme.core import keys
+from mneme.core import keys, vault
 from mneme.core.config import Config
 from mneme.core.embedding import Embedder
 from mneme.core.errors import LockedError, UserError
@@ -346,6 +346,7 @@ def open_memory(home: str | os.PathLike[str] | None = None, *, embedder: Embedde
             raise UserError(f"this memory uses {meta.mode} mode, not {key_mode}",
                             f"switch with `mneme key {key_mode}`")
         meta, store = _unlock(layout, meta, passphrase)
+    vault.clean_killed_export(layout.root)
     config = Config.load(layout.config)
     memory = Memory(layout, store, meta, config, embedder)
     if warm:

@@ -66,6 +66,7 @@ class Controller(QObject):
         self.errors: list[BaseException] = []
         self.locked = False
         self._desktop = None          # for idle time, used on the GUI thread only
+        self._idle_lock_broken = False  # told the user once that idle time cannot be read
         self._capture_desktop = None  # the capture thread's own connection
         self._idle_timer = QTimer(self, interval=30_000)
         self._idle_timer.timeout.connect(self.check_idle_lock)
@@ -168,7 +169,14 @@ class Controller(QObject):
 
                     self._desktop = desktop()
                 idle_seconds = self._desktop.idle_seconds()
-            except Exception:
+            except Exception as exc:  # idle lock cannot work: say so, once, and log why
+                if not self._idle_lock_broken:
+                    self._idle_lock_broken = True
+                    log.exception("cannot read the idle time, so idle lock is off")
+                    self.error(UserError(f"Mneme cannot tell how long you have been away ({exc}), so it "
+                                         "cannot lock itself when idle",
+                                         "lock it from the tray menu when you leave, or set "
+                                         "lock_idle_minutes to 0 to stop this message"))
                 return False
         if idle_seconds >= minutes * 60:
             self.lock()
@@ -284,6 +292,19 @@ class Controller(QObject):
             self.memory.close()
 
 
+def apply_onboarding(config, password_managers: bool, consent: bool) -> None:
+    """The first-run choices. Unticking the password managers removes exactly those from the
+    excluded apps; private windows and Mneme's own stay excluded (capture.privacy)."""
+    from mneme.core.config import PASSWORD_MANAGERS
+
+    config.set("capture_consent", consent)
+    apps = [a for a in config["excluded_apps"] if password_managers or a.lower() not in PASSWORD_MANAGERS]
+    if password_managers:
+        apps += [a for a in PASSWORD_MANAGERS if a not in apps]
+    config.set("excluded_apps", apps)
+    config.save()
+
+
 def unlock(home, embedder, parent=None):
     """Open the memory: onboarding on first run, the unlock dialog in passphrase mode."""
     layout = HomeLayout(resolve_home(home))
@@ -294,11 +315,7 @@ def unlock(home, embedder, parent=None):
         phrase = dialog.passphrase.text()
         mem = memory_api.open_memory(home, embedder=embedder, key_mode=dialog.mode(),
                                      passphrase=lambda q: phrase)
-        mem.config.set("capture_consent", dialog.consent.isChecked())
-        if not dialog.exclusions.isChecked():
-            mem.config.set("excluded_apps", ["mneme"])
-            mem.config.set("excluded_titles", [])
-        mem.config.save()
+        apply_onboarding(mem.config, dialog.exclusions.isChecked(), dialog.consent.isChecked())
         return mem
     meta = keys.KeyMeta.load(layout.meta)
     if meta.mode == "keyring" or os.environ.get("MNEME_PASSPHRASE"):

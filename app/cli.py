@@ -144,6 +144,8 @@ def cmd_import_chats(args) -> int:
         _embed(mem)
     print(f"Imported {added} messages from {args.file} ({parsed.format}); "
           f"{skipped} were already in memory.")
+    for note in parsed.notes:
+        print(f"Note: {note}")
     if parsed.skipped:
         print(f"Skipped {len(parsed.skipped)} bad lines/items:")
         for line in parsed.skipped:

@@ -396,8 +396,8 @@ def cmd_import_vault(args) -> int:
 
 def cmd_capture(args) -> int:
     from mneme.capture import ocr
-    from mneme.capture.pipeline import CapturePipeline
     from mneme.capture.screen import Screen
+    from mneme.capture.service import CaptureService
     from mneme.capture.window import desktop, session_warning
 
     if ocr.available() is None:
@@ -411,28 +411,26 @@ def cmd_capture(args) -> int:
         raise UserError(f"cannot reach the display ({exc})", "run inside a desktop session "
                         "(DISPLAY must be set)") from None
     with _open(args) as mem:
-        pipeline = CapturePipeline(mem, desk, Screen, interval=args.interval)
-        mem.apply_retention()
+        service = CaptureService(mem, lambda: desk, Screen, interval=args.interval)
         if args.once:
-            pipeline.tick()
-            pipeline.drain()
-            mem.embed_pending()
+            service.once()
         else:
-            stop = threading.Event()
-            print(f"Capturing every {pipeline.interval:g} s into {mem.home}. Ctrl-C stops.", file=sys.stderr)
+            service.start()  # retention runs at start and hourly while capturing
+            print(f"Capturing every {service.pipeline.interval:g} s into {mem.home}. Ctrl-C stops.",
+                  file=sys.stderr)
             signal.signal(signal.SIGTERM, _interrupt)  # a session manager's or `kill`'s stop is a Ctrl-C too
-            runner = threading.Thread(target=pipeline.run, args=(stop,), name="mneme-capture")
-            runner.start()
             try:
-                while runner.is_alive():
-                    runner.join(0.5)
+                while service.state == "running":
+                    service.join(0.5)
             except KeyboardInterrupt:
                 print("\nstopping: finishing queued frames…", file=sys.stderr)
-                stop.set()
-                runner.join()
+            service.stop()
         mem.wait_caught_up()
-    if hasattr(desk, "close"):
-        desk.close()
+        pipeline = service.pipeline
+        service.close()
+        if service.error:
+            raise UserError(f"capture stopped because of an error ({service.error})",
+                            f"details are in {mem.layout.logs}/mneme.log; run `mneme capture` again to restart")
     stats = pipeline.stats.as_json()
     print(json.dumps(stats) if args.json else
           f"Stored {stats['frames_stored']} frames ({stats['unchanged']} unchanged skipped, "

@@ -26,6 +26,8 @@ test: system venv model
 
 bench: system venv model
 	$(PY) tests/bench/run.py $(BENCH_ARGS)
+	$(PY) tests/bench/locomo.py --check
+	$(PY) tests/bench/locomo.py --answers
 	$(PY) tests/bench/capture_bench.py --minutes $(or $(CAPTURE_MINUTES),10)
 
 screenshots: system venv model

@@ -74,14 +74,20 @@ def _open(args, create: bool = True, warm: bool = True, embedder: bool = True, k
 
 
 def _wait_index(mem) -> None:
-    if mem.index is None or mem.index.ready.is_set():
-        return
-    bar = _progress("loading index", unit="vec")
-    while not mem.index.ready.wait(0.1):
-        bar.total = mem.index.total
-        bar.n = mem.index.loaded
-        bar.refresh()
-    bar.close()
+    """Wait for the vector index while it loads; if it cannot be had, say so and go on with
+    keyword search (never wait for ever)."""
+    if mem.index is not None and not mem.index.ready.is_set():
+        bar = _progress("loading index", unit="vec")
+
+        def show(loaded: int, total: int) -> None:
+            bar.total, bar.n = total, loaded
+            bar.refresh()
+
+        mem.wait_index(show)
+        bar.close()
+    problem = mem.index_problem()
+    if problem:
+        print(f"mneme: note: {problem.replace('a doctor run', '`mneme doctor`')}", file=sys.stderr)
 
 
 def _embed(mem) -> None:
@@ -135,6 +141,8 @@ def cmd_import_chats(args) -> int:
         _embed(mem)
     print(f"Imported {added} messages from {args.file} ({parsed.format}); "
           f"{skipped} were already in memory.")
+    for note in parsed.notes:
+        print(f"Note: {note}")
     if parsed.skipped:
         print(f"Skipped {len(parsed.skipped)} bad lines/items:")
         for line in parsed.skipped:
@@ -287,25 +295,48 @@ def cmd_status(args) -> int:
     return 0
 
 
+def _describe_forget(preview: dict, app: str | None) -> None:
+    """What a forget is about to delete: how much, and from which apps and conversations."""
+    frames = f", {preview['frames']} screen frames" if preview["frames"] else ""
+    print(f"This deletes {preview['sources']} items ({preview['chunks']} text chunks{frames}) from:")
+    for g in preview["groups"][:15]:
+        where = " · ".join(p for p in (g["app"], g["conversation"]) if p) or "(no app)"
+        print(f"  {g['sources']:>7}  {where}")
+    if len(preview["groups"]) > 15:
+        print(f"  … and {len(preview['groups']) - 15} more apps or conversations")
+
+
 def cmd_forget(args) -> int:
     filters = _filters(args)
     if not any(v is not None for v in filters.values()):
         raise UserError("forget needs --since, --until or --app", "e.g. mneme forget --app Slack")
     with _open(args, create=False) as mem:
-        if not args.yes and sys.stdin.isatty():
+        preview = mem.forget_preview(**filters)
+        if not preview["sources"]:
+            similar = f" (names like it: {', '.join(preview['similar'])})" if preview["similar"] else ""
+            print(f"Nothing matches, so nothing was deleted{similar}." +
+                  ("\n--app takes the exact app or conversation name." if args.app else ""))
+            return 0
+        _describe_forget(preview, args.app)
+        if not args.yes:
+            if not sys.stdin.isatty():
+                raise UserError("forgetting needs a confirmation and there is no terminal to ask on",
+                                "check what is listed above, then pass --yes")
             if input("Delete these for good? [y/N] ").strip().lower() != "y":
                 print("Nothing deleted.")
                 return 1
         _wait_index(mem)
         n = mem.forget(**filters)
-    print(f"Forgot {n} text chunks (deleted from the store and the index).")
+    print(f"Forgot {preview['sources']} items, {n} text chunks (deleted from the store and the index).")
     return 0
 
 
 def cmd_doctor(args) -> int:
-    with _open(args, create=False) as mem:
+    with _open(args, create=False, warm=False) as mem:
+        mem.warm(background=True, catch_up=not args.check)  # --check embeds nothing
         _wait_index(mem)
-        problems = mem.doctor(repair=not args.check)
+        problems = mem.doctor(repair=not args.check, backlog=False)
+        backlog = mem.backlog()
         if problems and not args.check:
             remaining = mem.doctor(repair=False)
             for p in problems:
@@ -315,6 +346,9 @@ def cmd_doctor(args) -> int:
             return 1 if remaining else 0
     for p in problems:
         print(f"problem: {p}")
+    if backlog:
+        print(f"note: {backlog} text chunks are waiting to be embedded (done in the background, "
+              "or now by `mneme doctor`)")
     if not problems:
         print("Memory is consistent: store, keyword index and vector index agree.")
     return 1 if problems else 0
@@ -380,13 +414,16 @@ def cmd_import_vault(args) -> int:
         info = import_vault(mem, args.file, passphrase, progress=lambda d, t: bar.update(d - bar.n))
         bar.close()
     print(f"Imported {info['added']} items from {args.file}; {info['duplicates']} were already in memory.")
+    if info["bad_vectors"]:
+        print(f"Left out {info['bad_vectors']} malformed vectors (wrong size or not finite); "
+              "their text was embedded again.")
     return 0
 
 
 def cmd_capture(args) -> int:
     from mneme.capture import ocr
-    from mneme.capture.pipeline import CapturePipeline
     from mneme.capture.screen import Screen
+    from mneme.capture.service import CaptureService
     from mneme.capture.window import desktop, session_warning
 
     if ocr.available() is None:
@@ -400,28 +437,26 @@ def cmd_capture(args) -> int:
         raise UserError(f"cannot reach the display ({exc})", "run inside a desktop session "
                         "(DISPLAY must be set)") from None
     with _open(args) as mem:
-        pipeline = CapturePipeline(mem, desk, Screen, interval=args.interval)
-        mem.apply_retention()
+        service = CaptureService(mem, lambda: desk, Screen, interval=args.interval)
         if args.once:
-            pipeline.tick()
-            pipeline.drain()
-            mem.embed_pending()
+            service.once()
         else:
-            stop = threading.Event()
-            print(f"Capturing every {pipeline.interval:g} s into {mem.home}. Ctrl-C stops.", file=sys.stderr)
+            service.start()  # retention runs at start and hourly while capturing
+            print(f"Capturing every {service.pipeline.interval:g} s into {mem.home}. Ctrl-C stops.",
+                  file=sys.stderr)
             signal.signal(signal.SIGTERM, _interrupt)  # a session manager's or `kill`'s stop is a Ctrl-C too
-            runner = threading.Thread(target=pipeline.run, args=(stop,), name="mneme-capture")
-            runner.start()
             try:
-                while runner.is_alive():
-                    runner.join(0.5)
+                while service.state == "running":
+                    service.join(0.5)
             except KeyboardInterrupt:
                 print("\nstopping: finishing queued frames…", file=sys.stderr)
-                stop.set()
-                runner.join()
+            service.stop()
         mem.wait_caught_up()
-    if hasattr(desk, "close"):
-        desk.close()
+        pipeline = service.pipeline
+        service.close()
+        if service.error:
+            raise UserError(f"capture stopped because of an error ({service.error})",
+                            f"details are in {mem.layout.logs}/mneme.log; run `mneme capture` again to restart")
     stats = pipeline.stats.as_json()
     print(json.dumps(stats) if args.json else
           f"Stored {stats['frames_stored']} frames ({stats['unchanged']} unchanged skipped, "
@@ -473,7 +508,7 @@ def cmd_setup_model(args) -> int:
 def _add_filters(p) -> None:
     p.add_argument("--since", help="from this date/time (e.g. 2024-03-05)")
     p.add_argument("--until", help="before this date/time")
-    p.add_argument("--app", help="only this app or conversation (e.g. Slack)")
+    p.add_argument("--app", help="only this app or conversation (e.g. Slack); for forget, the exact name")
 
 
 def build_parser() -> argparse.ArgumentParser:

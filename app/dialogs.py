@@ -109,9 +109,14 @@ class Onboarding(QDialog):
         self.passphrase2 = password_field("repeat passphrase")
         layout.addWidget(self.passphrase)
         layout.addWidget(self.passphrase2)
-        self.exclusions = QCheckBox("Use the default exclusions (password managers, private windows)")
+        self.exclusions = QCheckBox("Never capture password managers (KeePassXC, 1Password, Bitwarden)")
         self.exclusions.setChecked(True)
         layout.addWidget(self.exclusions)
+        always = QLabel("Private and incognito browser windows and Mneme's own windows are never "
+                        "captured; that cannot be turned off.")
+        always.setWordWrap(True)
+        self.always_excluded = always
+        layout.addWidget(always)
         self.consent = QCheckBox("Start capturing my screen now")
         layout.addWidget(self.consent)
         self.error = error_and_buttons(self, layout)

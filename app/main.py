@@ -44,6 +44,7 @@ def raise_running(home) -> bool:
 
 class Controller(QObject):
     hotkey_pressed = Signal()
+    capture_state = Signal()  # emitted from the capture thread; the tray refreshes on the GUI thread
 
     def __init__(self, memory, embedder_factory=None, llm_factory=None, interactive: bool = True):
         super().__init__()
@@ -56,17 +57,17 @@ class Controller(QObject):
         self._llm_lock = threading.Lock()
         self._assistant = None
         self._window = None
+        self.capture = None           # capture.service.CaptureService, once started
         self.overlay = RecallOverlay(self)
         self.tray = Tray(self)
         self.hotkey_pressed.connect(self.recall)
         self._hotkey = None
-        self._capture_stop = None
-        self._capture_thread = None
+        self.capture_state.connect(self.tray.refresh)
         self.server = None
         self.errors: list[BaseException] = []
         self.locked = False
         self._desktop = None          # for idle time, used on the GUI thread only
-        self._capture_desktop = None  # the capture thread's own connection
+        self._idle_lock_broken = False  # told the user once that idle time cannot be read
         self._idle_timer = QTimer(self, interval=30_000)
         self._idle_timer.timeout.connect(self.check_idle_lock)
         self._idle_timer.start()
@@ -141,7 +142,22 @@ class Controller(QObject):
         return f"{s['sources']} moments remembered · {self.memory.home}"
 
     def settings_changed(self) -> None:
+        """Saved settings take effect at once: exclusions on the next frame, the hotkey now."""
+        if self.capture is not None:
+            self.capture.apply_settings()
         self.start_hotkey()
+
+    def capture_problem(self) -> str | None:
+        """Why capture that should be running is not (shown in the tray, restartable)."""
+        if self.capture is not None and self.capture.state == "failed":
+            return f"capture stopped: {self.capture.error}"
+        return None
+
+    def restart_capture(self) -> None:
+        if self.capture is not None:
+            self.capture.restart()
+        else:
+            self.start_capture()
 
     def change_key_mode(self, mode: str) -> None:
         passphrase = None
@@ -168,7 +184,14 @@ class Controller(QObject):
 
                     self._desktop = desktop()
                 idle_seconds = self._desktop.idle_seconds()
-            except Exception:
+            except Exception as exc:  # idle lock cannot work: say so, once, and log why
+                if not self._idle_lock_broken:
+                    self._idle_lock_broken = True
+                    log.exception("cannot read the idle time, so idle lock is off")
+                    self.error(UserError(f"Mneme cannot tell how long you have been away ({exc}), so it "
+                                         "cannot lock itself when idle",
+                                         "lock it from the tray menu when you leave, or set "
+                                         "lock_idle_minutes to 0 to stop this message"))
                 return False
         if idle_seconds >= minutes * 60:
             self.lock()
@@ -178,7 +201,7 @@ class Controller(QObject):
     def lock(self) -> None:
         """Close the memory (the key leaves RAM), hide every window, ask for the passphrase again."""
         home, embedder = self.memory.home, self.memory.embedder
-        capture_was_on = self._capture_thread is not None
+        capture_was_on = self.capture is not None and self.capture.state == "running"
         self.shutdown(keep_server=True)
         self.locked = True
         self.overlay.hide()
@@ -208,21 +231,18 @@ class Controller(QObject):
         """Start capture if the user agreed and a display is there; else say why not."""
         if not self.memory.config["capture_consent"]:
             return "capture is off until you agree to it (first-run or Settings)"
-        try:
-            from mneme.capture.pipeline import CapturePipeline
-            from mneme.capture.screen import Screen
-            from mneme.capture.window import desktop
+        from mneme.capture.service import CaptureService
 
-            self._capture_desktop = desktop()
-            pipeline = CapturePipeline(self.memory, self._capture_desktop, Screen)
+        if self.capture is None:
+            self.capture = CaptureService(self.memory, on_change=self.capture_state.emit)
+        try:
+            self.capture.start()  # retention runs at start and hourly while capturing
         except Exception as exc:
             log.warning("capture not started: %s", exc)
+            self.capture.close()
+            self.capture = None
             return f"capture could not start: {exc}"
-        self._capture_stop = threading.Event()
-        self._capture_thread = threading.Thread(target=pipeline.run, args=(self._capture_stop,),
-                                                name="mneme-capture", daemon=True)
-        self._capture_thread.start()
-        self.pipeline = pipeline
+        self.pipeline = self.capture.pipeline
         return None
 
     def start_hotkey(self) -> str | None:
@@ -262,15 +282,12 @@ class Controller(QObject):
         if self._hotkey is not None:
             self._hotkey.stop()
             self._hotkey = None
-        if self._capture_stop is not None:
-            self._capture_stop.set()
-            self._capture_thread.join(30)
-            self._capture_stop = self._capture_thread = None
-        for attr in ("_capture_desktop", "_desktop"):
-            desk = getattr(self, attr)
-            if desk is not None and hasattr(desk, "close"):
-                desk.close()
-            setattr(self, attr, None)
+        if self.capture is not None:
+            self.capture.close()
+            self.capture = None
+        if self._desktop is not None and hasattr(self._desktop, "close"):
+            self._desktop.close()
+        self._desktop = None
         self._idle_timer.stop()
         for task in list(self.tasks.running):
             task.cancel.set()
@@ -284,6 +301,19 @@ class Controller(QObject):
             self.memory.close()
 
 
+def apply_onboarding(config, password_managers: bool, consent: bool) -> None:
+    """The first-run choices. Unticking the password managers removes exactly those from the
+    excluded apps; private windows and Mneme's own stay excluded (capture.privacy)."""
+    from mneme.core.config import PASSWORD_MANAGERS
+
+    config.set("capture_consent", consent)
+    apps = [a for a in config["excluded_apps"] if password_managers or a.lower() not in PASSWORD_MANAGERS]
+    if password_managers:
+        apps += [a for a in PASSWORD_MANAGERS if a not in apps]
+    config.set("excluded_apps", apps)
+    config.save()
+
+
 def unlock(home, embedder, parent=None):
     """Open the memory: onboarding on first run, the unlock dialog in passphrase mode."""
     layout = HomeLayout(resolve_home(home))
@@ -294,11 +324,7 @@ def unlock(home, embedder, parent=None):
         phrase = dialog.passphrase.text()
         mem = memory_api.open_memory(home, embedder=embedder, key_mode=dialog.mode(),
                                      passphrase=lambda q: phrase)
-        mem.config.set("capture_consent", dialog.consent.isChecked())
-        if not dialog.exclusions.isChecked():
-            mem.config.set("excluded_apps", ["mneme"])
-            mem.config.set("excluded_titles", [])
-        mem.config.save()
+        apply_onboarding(mem.config, dialog.exclusions.isChecked(), dialog.consent.isChecked())
         return mem
     meta = keys.KeyMeta.load(layout.meta)
     if meta.mode == "keyring" or os.environ.get("MNEME_PASSPHRASE"):

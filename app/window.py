@@ -211,6 +211,7 @@ class Tray:
                                 ("pause15", "Pause for 15 minutes", lambda: controller.pause(15 * 60)),
                                 ("pause60", "Pause for 1 hour", lambda: controller.pause(3600)),
                                 ("resume", "Resume capture", controller.resume),
+                                ("restart", "Restart capture", controller.restart_capture),
                                 ("quit", "Quit", controller.quit)):
             action = QAction(text, self.menu)
             action.triggered.connect(slot)
@@ -229,7 +230,11 @@ class Tray:
         for key in ("pause", "pause15", "pause60"):
             self.actions[key].setVisible(not paused)
         self.actions["resume"].setVisible(paused)
-        self.tooltip = "Mneme — capture paused" if paused else "Mneme — remembering"
+        problem = self.c.capture_problem()
+        self.tooltip = (f"Mneme — {problem}; restart it from this menu" if problem else
+                        "Mneme — capture paused" if paused else "Mneme — remembering")
+        if "restart" in self.actions:
+            self.actions["restart"].setVisible(problem is not None)
         self.paused_icon = paused
         if self.icon is not None:
             self.icon.setIcon(app_icon(paused))

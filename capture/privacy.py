@@ -30,9 +30,13 @@ class Exclusions:
         return cls(config["excluded_apps"], config["excluded_titles"])
 
     def excluded(self, win: Window | None) -> bool:
+        """An excluded app's window, or any window whose title names an excluded app (a terminal
+        titled "KeePassXC - Passwords"), or a private window."""
         if win is None:
             return False
-        return win.app.lower() in self.apps or any(p.search(win.title) for p in self.titles)
+        title = win.title.lower()
+        return (win.app.lower() in self.apps or any(p.search(win.title) for p in self.titles)
+                or any(re.search(rf"(?<!\w){re.escape(a)}(?!\w)", title) for a in self.apps if a))
 
 
 def mask(rgb: np.ndarray, rects: Iterable[tuple[int, int, int, int]], origin: tuple[int, int]) -> int:

@@ -105,8 +105,12 @@ class X11Desktop:
         if attrs.map_state != self._X.IsViewable:
             return None
         app = (cls[1] if cls else "") or ""
-        return Window(wid, app, title if isinstance(title, str) else str(title),
-                      -pos.x, -pos.y, geo.width, geo.height)
+        # The window manager's frame (title bar, borders) shows the title too: include it.
+        extents = self._prop(win, "_NET_FRAME_EXTENTS")
+        left, right, top, bottom = (int(v) for v in extents[:4]) if extents is not None and len(extents) >= 4 \
+            else (0, 0, 0, 0)
+        return Window(wid, app, title if isinstance(title, str) else str(title), -pos.x - left, -pos.y - top,
+                      geo.width + left + right, geo.height + top + bottom)
 
     def active_id(self) -> int | None:
         """Just the active window's id: one property read (polled several times a second)."""

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mneme.core.errors import BadInputError
-from mneme.core.paths import private_file
+from mneme.core.paths import write_atomic
 
 
 @dataclass(frozen=True)
@@ -41,13 +41,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("retention_gb", float, 10.0, "Delete oldest frames past this size; 0 = no limit.", 0),
     Setting("excluded_apps", list, ["keepassxc", "1password", "bitwarden", "mneme"],
             "Apps whose windows are never captured (case-insensitive)."),
-    Setting("excluded_titles", list, [r"(?i)private browsing", r"(?i)incognito", r"(?i)inprivate"],
-            "Window-title patterns (regular expressions) that are never captured."),
+    Setting("excluded_titles", list, [],
+            "More window-title patterns (regular expressions) never captured; private and incognito "
+            "browser windows and Mneme's own are never captured in any case."),
     Setting("capture_consent", bool, False, "The user agreed to screen capture (asked on first run)."),
     Setting("lock_idle_minutes", int, 15, "Lock the app after this long idle (passphrase mode); 0 = never.", 0),
     Setting("hotkey", str, "<ctrl>+<alt>+<space>", "Global shortcut that opens the recall overlay."),
 )
 BY_NAME = {s.name: s for s in SETTINGS}
+PASSWORD_MANAGERS = ("keepassxc", "1password", "bitwarden")  # the onboarding checkbox's exclusions
 
 
 def _check(setting: Setting, value: Any, where: str) -> Any:
@@ -111,10 +113,7 @@ class Config:
 
     def save(self) -> None:
         changed = {k: v for k, v in self._values.items() if v != BY_NAME[k].default}
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(changed, indent=2), encoding="utf-8")
-        private_file(tmp)
-        os.replace(tmp, self.path)
+        write_atomic(self.path, json.dumps(changed, indent=2))
 
     def threads(self) -> int:
         return self["n_threads"] or max(1, len(os.sched_getaffinity(0)))

@@ -75,7 +75,19 @@ class Index:
         self._lock = threading.Lock()
         self.loaded = 0
         self.total = 0
-        self.ready = threading.Event()
+        self.ready = threading.Event()    # vector search may be used
+        self.settled = threading.Event()  # warm-up has ended, ready or failed
+        self.error: str | None = None     # why warm-up failed (keyword search still works)
+        self.bad: list[int] = []          # chunk ids whose stored vectors are malformed
+
+    def mark_ready(self) -> None:
+        self.error = None
+        self.ready.set()
+        self.settled.set()
+
+    def mark_failed(self, why: str) -> None:
+        self.error = why
+        self.settled.set()
 
     def add(self, ids: Sequence[int], vectors: np.ndarray) -> None:
         for start in range(0, len(ids), ADD_BATCH):

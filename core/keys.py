@@ -7,6 +7,7 @@ nothing secret. ``MNEME_PASSPHRASE`` unlocks non-interactively.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import uuid
@@ -17,8 +18,9 @@ from pathlib import Path
 from argon2.low_level import Type, hash_secret_raw
 
 from mneme.core.errors import LockedError, UserError
-from mneme.core.paths import private_file
+from mneme.core.paths import HomeLayout, fsync_dir, write_atomic
 
+log = logging.getLogger(__name__)
 KEYRING_SERVICE = "mneme"
 FORMAT = 1
 # Argon2id, RFC 9106 "second recommended" profile scaled for a desktop unlock (~0.2 s here).
@@ -33,6 +35,7 @@ class KeyMeta:
     keyring_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     salt: str = field(default_factory=lambda: secrets.token_hex(16))
     kdf: dict = field(default_factory=lambda: dict(DEFAULT_KDF))
+    retired: str = ""  # keyring id of a master key replaced by this one, to be removed
 
     @classmethod
     def load(cls, path: Path) -> "KeyMeta | None":
@@ -42,22 +45,44 @@ class KeyMeta:
             raw = json.loads(path.read_text(encoding="utf-8"))
             if raw.get("format", 0) > FORMAT:
                 raise UserError(f"{path} was written by a newer Mneme", "update Mneme")
-            return cls(mode=raw["mode"], keyring_id=raw["keyring_id"], salt=raw["salt"], kdf=raw["kdf"])
+            return cls(mode=raw["mode"], keyring_id=raw["keyring_id"], salt=raw["salt"], kdf=raw["kdf"],
+                       retired=str(raw.get("retired", "")))
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise UserError(f"{path} is damaged ({exc})",
                             "restore it from a backup; without it the memory cannot be unlocked") from None
 
     def save(self, path: Path) -> None:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"format": FORMAT, "mode": self.mode, "keyring_id": self.keyring_id,
-                                   "salt": self.salt, "kdf": self.kdf}, indent=2), encoding="utf-8")
-        private_file(tmp)
-        os.replace(tmp, path)
+        raw = {"format": FORMAT, "mode": self.mode, "keyring_id": self.keyring_id, "salt": self.salt,
+               "kdf": self.kdf, **({"retired": self.retired} if self.retired else {})}
+        write_atomic(path, json.dumps(raw, indent=2))
+
+
+# What Argon2id parameters a file may ask for: past these a forged header could make the
+# derivation fail with a traceback, need absurd memory, or run for ever.
+KDF_BOUNDS = {"time_cost": (1, 16), "memory_kib": (8, 1 << 20), "parallelism": (1, 16)}
+SALT_BYTES = (16, 64)
+
+
+def kdf_problem(kdf, salt: bytes) -> str | None:
+    """Why these key-derivation parameters must not be used; None when they are sane."""
+    if not isinstance(kdf, dict) or kdf.get("name") != "argon2id":
+        return "unknown key derivation"
+    for name, (lo, hi) in KDF_BOUNDS.items():
+        value = kdf.get(name)
+        if type(value) is not int or not lo <= value <= hi:
+            return f"KDF parameter {name} = {value!r} is outside {lo}..{hi}"
+    if kdf["memory_kib"] < 8 * kdf["parallelism"]:
+        return "KDF memory is less than 8 KiB per lane"
+    if not SALT_BYTES[0] <= len(salt) <= SALT_BYTES[1]:
+        return f"the KDF salt is {len(salt)} bytes (needs {SALT_BYTES[0]}..{SALT_BYTES[1]})"
+    return None
 
 
 def derive_key(passphrase: str, salt: bytes, kdf: dict) -> bytes:
     if kdf.get("name") != "argon2id":
         raise UserError(f"unknown key derivation {kdf.get('name')!r}", "update Mneme")
+    if problem := kdf_problem(kdf, salt):
+        raise UserError(f"the key metadata is damaged: {problem}", "restore mneme.json from a backup")
     if not passphrase:
         raise LockedError("an empty passphrase is not allowed", "choose a passphrase")
     return hash_secret_raw(passphrase.encode("utf-8"), salt, time_cost=int(kdf["time_cost"]),
@@ -125,13 +150,27 @@ def _keyring_set(meta: KeyMeta, key: bytes) -> None:
 
 
 def keyring_delete(meta: KeyMeta) -> None:
+    """Remove this memory's master key from the OS keyring. Gone already is fine; a keyring that
+    refuses, or keeps the key, is said, never ignored (the old key would stay usable)."""
     keyring, errors = _keyring()
+    name = f"master-key:{meta.keyring_id}"
     if keyring is None:
         return
     try:
-        keyring.delete_password(KEYRING_SERVICE, f"master-key:{meta.keyring_id}")
-    except errors.KeyringError:
-        pass
+        keyring.delete_password(KEYRING_SERVICE, name)
+    except errors.PasswordDeleteError:
+        pass  # not there; checked below
+    except errors.KeyringError as exc:
+        raise UserError(f"the OS keyring refused to remove the old master key ({exc})",
+                        f"remove the entry '{KEYRING_SERVICE} / {name}' with your keyring manager") from None
+    try:
+        left = keyring.get_password(KEYRING_SERVICE, name)
+    except errors.KeyringError as exc:
+        raise UserError(f"cannot check that the old master key left the OS keyring ({exc})",
+                        f"remove the entry '{KEYRING_SERVICE} / {name}' with your keyring manager") from None
+    if left:
+        raise UserError("the old master key is still in the OS keyring",
+                        f"remove the entry '{KEYRING_SERVICE} / {name}' with your keyring manager")
 
 
 def env_or_prompt(prompt: PassphraseSource | None) -> PassphraseSource:
@@ -172,3 +211,71 @@ def load_key(meta: KeyMeta, passphrase: PassphraseSource | None) -> bytes:
                               "restore the keyring or import a vault into a new home")
         return key
     return derive_key(env_or_prompt(passphrase)("Passphrase: "), bytes.fromhex(meta.salt), meta.kdf)
+
+
+# -- changing the key, crash-safely ---------------------------------------------------------------
+# 1. the new key's metadata is written and synced beside the old (mneme.json.next);
+# 2. the store is re-encrypted (one SQLite transaction: a crash rolls it back);
+# 3. mneme.json.next replaces mneme.json; 4. the old keyring entry, named in the new metadata
+#    as ``retired``, is removed and the name cleared.
+# At every point one of the two files opens the store; ``memory._unlock`` finishes or undoes
+# what a crash interrupted, at the next unlock.
+
+def new_key(mode: str, passphrase: PassphraseSource | None, old: KeyMeta) -> tuple[KeyMeta, bytes]:
+    meta = KeyMeta(mode=mode, retired=old.keyring_id if old.mode == "keyring" else old.retired)
+    if mode == "keyring":
+        key = secrets.token_bytes(32)
+        _keyring_set(meta, key)
+    elif mode == "passphrase":
+        key = derive_key(env_or_prompt(passphrase)("New passphrase: "), bytes.fromhex(meta.salt), meta.kdf)
+    else:
+        raise UserError(f"unknown key mode {mode!r}", "use 'keyring' or 'passphrase'")
+    return meta, key
+
+
+def save_pending(layout: HomeLayout, meta: KeyMeta) -> None:
+    meta.save(layout.meta_next)
+
+
+def promote_pending(layout: HomeLayout) -> None:
+    os.replace(layout.meta_next, layout.meta)
+    fsync_dir(layout.root)
+
+
+def finish_change(layout: HomeLayout, new: KeyMeta) -> None:
+    """Steps 3 and 4, once the store opens with the new key."""
+    promote_pending(layout)
+    retire_old_key(layout, new)
+
+
+def retire_old_key(layout: HomeLayout, meta: KeyMeta) -> None:
+    """Remove the master key *meta* replaced from the keyring (raises UserError if it refuses)."""
+    if meta.retired:
+        keyring_delete(KeyMeta(mode="keyring", keyring_id=meta.retired))
+        meta.retired = ""
+        meta.save(layout.meta)
+
+
+def drop_pending(layout: HomeLayout) -> None:
+    """The store still opens with the old key: the change never happened; forget the new one."""
+    pending = KeyMeta.load(layout.meta_next)
+    if pending is not None and pending.mode == "keyring":
+        try:
+            keyring_delete(pending)
+        except UserError as exc:  # an unused key; the memory opens all the same
+            log.error("a key made for an interrupted key change stays in the keyring: %s", exc.message)
+    layout.meta_next.unlink(missing_ok=True)
+    fsync_dir(layout.root)
+
+
+def remembering(source: PassphraseSource | None) -> PassphraseSource:
+    """A passphrase source that asks once: the same answer may be tried on the old and new key."""
+    answers: dict[str, str] = {}
+    get = env_or_prompt(source)
+
+    def ask(question: str) -> str:
+        if "answer" not in answers:
+            answers["answer"] = get(question)
+        return answers["answer"]
+
+    return ask

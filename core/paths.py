@@ -6,6 +6,7 @@ Folders are created 0700 and files 0600: the memory is one person's.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import platformdirs
@@ -35,6 +36,34 @@ def private_file(path: Path) -> None:
         os.chmod(path, 0o600)
 
 
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Replace *path* with *data* so that a crash at any moment leaves the old file or the new
+    one, never a torn one: written to a private temp file beside it, fsynced, renamed over it,
+    then the folder fsynced so the rename itself survives a power cut."""
+    path = Path(path)
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def models_dir() -> Path:
     """Model files (not memory): shared by every home of this user."""
     env = os.environ.get("MNEME_MODELS_DIR")
@@ -49,6 +78,7 @@ class HomeLayout:
         self.root = root
         self.db = root / "memory.db"
         self.meta = root / "mneme.json"
+        self.meta_next = root / "mneme.json.next"  # the new key's metadata while the key changes
         self.config = root / "config.json"
         self.logs = root / "logs"
 

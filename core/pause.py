@@ -6,13 +6,12 @@ Kept in a small JSON file in the home: it holds only a time, nothing captured.
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from pathlib import Path
 
 from mneme.core.errors import BadInputError
-from mneme.core.paths import private_file
+from mneme.core.paths import write_atomic
 
 FOREVER = float("inf")
 
@@ -32,10 +31,7 @@ class PauseState:
 
     def pause(self, seconds: float | None = None) -> float:
         until = FOREVER if seconds is None else time.time() + seconds
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"paused_until": None if until == FOREVER else until}))
-        private_file(tmp)
-        os.replace(tmp, self.path)
+        write_atomic(self.path, json.dumps({"paused_until": None if until == FOREVER else until}))
         return until
 
     def resume(self) -> None:

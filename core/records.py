@@ -23,6 +23,13 @@ class Message:
     text: str
     title: str = ""
     app: str = "chat"
+    scope: str = ""  # where external_id is unique: format, app and conversation (see id_scope)
+
+
+def id_scope(fmt: str, app: str, conversation: str) -> str:
+    """Imported ids are unique only within one export's conversation: "1" in a Slack file and "1"
+    in a Discord one are different messages. The id itself is kept exactly as given."""
+    return f"{fmt}\x1f{app}\x1f{conversation}"
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,11 @@ import sqlcipher3
 
 from mneme.core.errors import LockedError, UserError
 from mneme.core.paths import private_file
-from mneme.core.records import Chunk, FrameIn, Hit, Message, Source
+from mneme.core.records import Chunk, FrameIn, Hit, Message, Source, id_scope
 
 CHUNK_CHARS = 800
+FTS_SECURE_MAX = 200  # chunks forgotten row by row in the keyword index; more: it is rebuilt
+SCRUB_WAIT = 30.0  # seconds forget waits for other readers before it says they hold old pages
 BIG_MATCH = 5000  # keyword matches past which all-terms documents are ranked first
 HUGE_MATCH = 5000  # …and past which the newest matches are taken instead of BM25-scoring them all
 # BM25 weights of the keyword index's columns: the text, who said it, where (app, conversation,
@@ -30,7 +32,7 @@ FTS_WEIGHTS = (1.0, 0.5, 0.5, 0.3)
 BM25 = f"bm25(chunks_fts, {', '.join(map(str, FTS_WEIGHTS))})"
 FTS_TOKENIZER = "porter unicode61 remove_diacritics 2"
 
-MIGRATIONS: list[tuple[str, str]] = [
+MIGRATIONS: list[tuple[str, str | Callable]] = [
     ("m001_initial", """
     CREATE TABLE sources (
         id INTEGER PRIMARY KEY,
@@ -119,6 +121,12 @@ MIGRATIONS: list[tuple[str, str]] = [
         who = (SELECT speaker FROM sources WHERE id = chunks.source_id),
         place = (SELECT trim(app || ' ' || conversation || CASE WHEN title != conversation
                  THEN ' ' || title ELSE '' END) FROM sources WHERE id = chunks.source_id);
+    UPDATE chunks SET context_source = (SELECT p.id FROM sources s JOIN sources p
+        ON p.conversation = s.conversation AND p.kind = s.kind AND p.conversation != ''
+        AND (p.time < s.time OR (p.time = s.time AND p.id < s.id))
+        WHERE s.id = chunks.source_id ORDER BY p.time DESC, p.id DESC LIMIT 1) WHERE seq = 0;
+    UPDATE chunks SET context = coalesce((SELECT group_concat(text, ' ') FROM chunks p
+        WHERE p.source_id = chunks.context_source), '') WHERE context_source IS NOT NULL;
     CREATE VIRTUAL TABLE chunks_fts USING fts5(
         text, who, place, context, content='chunks', content_rowid='id',
         tokenize='porter unicode61 remove_diacritics 2');
@@ -136,16 +144,49 @@ MIGRATIONS: list[tuple[str, str]] = [
         INSERT INTO chunks_fts(rowid, text, who, place, context)
             VALUES (new.id, new.text, new.who, new.place, new.context);
     END;
-    UPDATE chunks SET context_source = (SELECT p.id FROM sources s JOIN sources p
-        ON p.conversation = s.conversation AND p.kind = s.kind AND p.conversation != ''
-        AND (p.time < s.time OR (p.time = s.time AND p.id < s.id))
-        WHERE s.id = chunks.source_id ORDER BY p.time DESC, p.id DESC LIMIT 1) WHERE seq = 0;
-    UPDATE chunks SET context = coalesce((SELECT group_concat(text, ' ') FROM chunks p
-        WHERE p.source_id = chunks.context_source), '') WHERE context_source IS NOT NULL;
     INSERT INTO chunks_fts(chunks_fts) VALUES ('rebuild');
     DELETE FROM embeddings;
     """),
 ]
+
+def _m004_scoped_ids(db) -> None:
+    """sources.external_id was unique per kind, so ids from different exports collided. Add a
+    ``scope`` (format, app, conversation) and make (kind, scope, external_id) unique instead,
+    rebuilding the table as SQLite requires (keeping any columns, indexes and triggers it has)."""
+    (create,), = db.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'sources'")
+    old_unique = re.search(r"UNIQUE\s*\(\s*kind\s*,\s*external_id\s*\)", create)
+    new = (create[:old_unique.start()] + "scope TEXT NOT NULL DEFAULT '',\n        "
+           "UNIQUE (kind, scope, external_id)" + create[old_unique.end():])
+    new = re.sub(r"^CREATE TABLE\s+\"?sources\"?", "CREATE TABLE sources_m004", new)
+    extras = [r[0] for r in db.execute("SELECT sql FROM sqlite_master WHERE tbl_name = 'sources' AND "
+                                       "type IN ('index', 'trigger') AND sql IS NOT NULL")]
+    cols = ", ".join(r[1] for r in db.execute("PRAGMA table_info(sources)"))
+    db.execute(new)
+    db.execute(f"INSERT INTO sources_m004({cols}) SELECT {cols} FROM sources")
+    db.execute("DROP TABLE sources")
+    db.execute("ALTER TABLE sources_m004 RENAME TO sources")
+    for sql in extras:
+        db.execute(sql)
+    db.create_function("mneme_legacy_scope", 4, legacy_scope, deterministic=True)
+    db.execute("UPDATE sources SET scope = mneme_legacy_scope(kind, app, conversation, external_id) "
+                "WHERE kind = 'chat'")
+
+
+def legacy_scope(kind: str, app: str, conversation: str, external_id: str) -> str:
+    """The scope a chat message stored before scopes existed was imported under (told apart by
+    what each importer writes), so that importing its file again still adds nothing."""
+    if kind != "chat":
+        return ""
+    if app == "ChatGPT" and conversation.startswith("ChatGPT: "):
+        fmt = "chatgpt"
+    elif app == "WhatsApp" and conversation.startswith("WhatsApp: ") and re.fullmatch(r"[0-9a-f]{32}", external_id):
+        fmt = "whatsapp"
+    else:
+        fmt = "jsonl"
+    return id_scope(fmt, app, conversation)
+
+
+MIGRATIONS.append(("m004_scoped_ids", _m004_scoped_ids))
 
 FTS_WORD = re.compile(r"\w+", re.UNICODE)
 # Question words and glue that match everything and so rank nothing (English; others pass through).
@@ -253,10 +294,25 @@ class Store:
         for name, sql in MIGRATIONS:
             if name in done:
                 continue
-            with self.transaction() as db:
-                for statement in _statements(sql):
-                    db.execute(statement)
-                db.execute("INSERT INTO schema_migrations VALUES (?, ?)", (name, _time.time()))
+            self._db.execute("PRAGMA foreign_keys = OFF")  # a table rebuild must not cascade
+            try:
+                with self.transaction() as db:
+                    if callable(sql):
+                        sql(db)
+                    else:
+                        for statement in _statements(sql):
+                            db.execute(statement)
+                    if db.execute("PRAGMA foreign_key_check").fetchall():
+                        raise UserError(f"{self.path}: migration {name} would break references",
+                                        "nothing was changed; report this as a bug")
+                    db.execute("INSERT INTO schema_migrations VALUES (?, ?)", (name, _time.time()))
+            finally:
+                self._db.execute("PRAGMA foreign_keys = ON")
+        if done and not done >= {n for n, _ in MIGRATIONS}:
+            # A migration that rewrote rows of an existing memory can leave old cells in pages:
+            # rewrite the file once, so nothing removed or moved by it stays readable.
+            with self._lock:
+                self._db.execute("VACUUM")
         known = {n for n, _ in MIGRATIONS}
         if done - known:
             raise UserError(f"the memory at {self.path} was written by a newer Mneme "
@@ -288,24 +344,22 @@ class Store:
         """
         added = skipped = i = 0
         with self.transaction() as db:
-            first_new = self.next_chunk_id(db)
             for i, m in enumerate(messages, 1):
                 cur = db.execute(
                     "INSERT OR IGNORE INTO sources(kind, external_id, time, app, conversation, title,"
-                    " speaker) VALUES (?,?,?,?,?,?,?)",
-                    (kind, m.external_id, m.time, m.app, m.conversation, m.title, m.speaker))
+                    " speaker, scope) VALUES (?,?,?,?,?,?,?,?)",
+                    (kind, m.external_id, m.time, m.app, m.conversation, m.title, m.speaker, m.scope))
                 if cur.rowcount == 0:
                     skipped += 1
                 else:
                     added += 1
                     _insert_chunks(db, cur.lastrowid, split_text(m.text), m.speaker,
-                                   place_of(m.app, m.conversation, m.title))
+                                   place_of(m.app, m.conversation, m.title),
+                                   _context_of(db, cur.lastrowid, kind, m.conversation, m.time))
                 if progress and i % 500 == 0:
                     progress(500)
             if progress and i % 500:
                 progress(i % 500)
-            if added:
-                _link_context(db, "c.id >= ?", [first_new])
         return added, skipped
 
     def add_frame(self, frame: FrameIn) -> int | None:
@@ -365,9 +419,10 @@ class Store:
                                             (older_than,))]
         if over_bytes is not None:
             _, total = self.frame_usage()
-            total -= sum(r[0] for r in self._q(
-                f"SELECT bytes FROM frames WHERE source_id IN ({','.join('?' * len(doomed))})", doomed)) \
-                if doomed else 0
+            if older_than is not None:  # the same rows as above, without binding an id each
+                (old,), = self._q("SELECT coalesce(sum(f.bytes), 0) FROM frames f JOIN sources s ON "
+                                  "s.id = f.source_id WHERE s.kind = 'frame' AND s.time < ?", (older_than,))
+                total -= old
             if total > over_bytes:
                 gone = set(doomed)
                 for sid, size in self._q("SELECT f.source_id, f.bytes FROM frames f JOIN sources s "
@@ -383,7 +438,7 @@ class Store:
     def export_batches(self, batch: int) -> Iterator[list[tuple[dict, list[str], list, dict | None]]]:
         """Every source with its chunk texts, vectors and frame, in id order, a batch at a time."""
         last = 0
-        cols = ("id", "kind", "external_id", "time", "app", "conversation", "title", "speaker")
+        cols = ("id", "kind", "external_id", "time", "app", "conversation", "title", "speaker", "scope")
         while True:
             sources = self._bulk_read(f"SELECT {', '.join(cols)} FROM sources WHERE id > ? ORDER BY id LIMIT ?",
                                       (last, batch))
@@ -410,41 +465,47 @@ class Store:
             yield out
 
     @staticmethod
-    def next_chunk_id(db) -> int:
-        return (db.execute("SELECT max(id) FROM chunks").fetchone()[0] or 0) + 1
-
-    @staticmethod
-    def link_context(db, first_chunk: int) -> None:
-        """Link the chunks added since *first_chunk* to the messages before them."""
-        _link_context(db, "c.id >= ?", [first_chunk])
-
-    @staticmethod
-    def import_source(db, meta: dict, vectors: bytes, keep_id: bool) -> int | None:
-        """Insert one vaulted source inside the caller's transaction; None if already present."""
+    def import_source(db, meta: dict, vectors: bytes, keep_id: bool,
+                      dims: dict[str, int] | None = None) -> tuple[int | None, int]:
+        """Insert one vaulted source inside the caller's transaction. Returns its id (None if
+        already present) and how many of its vectors were malformed and left out (their chunks
+        are embedded again). *dims* gives the dimension of the embedders this Mneme knows."""
+        scope = meta.get("scope")  # vaults from before scopes: as the migration sets it
+        if not isinstance(scope, str):
+            scope = legacy_scope(meta["kind"], meta["app"], meta["conversation"], meta["external_id"])
         values = (meta["kind"], meta["external_id"], float(meta["time"]), meta["app"], meta["conversation"],
-                  meta["title"], meta["speaker"])
+                  meta["title"], meta["speaker"], scope)
         if keep_id:
             cur = db.execute("INSERT OR IGNORE INTO sources(id, kind, external_id, time, app, conversation,"
-                             " title, speaker) VALUES (?,?,?,?,?,?,?,?)", (int(meta["id"]), *values))
+                             " title, speaker, scope) VALUES (?,?,?,?,?,?,?,?,?)", (int(meta["id"]), *values))
         else:
             cur = db.execute("INSERT OR IGNORE INTO sources(kind, external_id, time, app, conversation,"
-                             " title, speaker) VALUES (?,?,?,?,?,?,?)", values)
+                             " title, speaker, scope) VALUES (?,?,?,?,?,?,?,?)", values)
         if cur.rowcount == 0:
-            return None
+            return None, 0
         sid = int(meta["id"]) if keep_id else cur.lastrowid
-        flags, dim = meta["vectors"], 0
-        if any(flags):
-            dim = len(vectors) // 4 // sum(1 for f in flags if f)
+        flags = [bool(f) for f in meta["vectors"]][:len(meta["chunks"])]
+        count, dim, bad = sum(flags), 0, 0
+        if count:
+            dim = len(vectors) // 4 // count
+            if len(vectors) != dim * 4 * count or (dims or {}).get(meta["embedder"], dim) != dim:
+                flags, bad = [False] * len(flags), count  # sizes do not add up: keep none of them
         pos = 0
         place = place_of(meta["app"], meta["conversation"], meta["title"])
+        context = _context_of(db, sid, meta["kind"], meta["conversation"], float(meta["time"]))
         for seq, text in enumerate(meta["chunks"]):
-            cid = db.execute("INSERT INTO chunks(source_id, seq, text, who, place) VALUES (?,?,?,?,?)",
-                             (sid, seq, str(text), meta["speaker"], place)).lastrowid
+            cid = db.execute("INSERT INTO chunks(source_id, seq, text, who, place, context, context_source) "
+                             "VALUES (?,?,?,?,?,?,?)", (sid, seq, str(text), meta["speaker"], place,
+                                                       *(context if seq == 0 else ("", None)))).lastrowid
             if seq < len(flags) and flags[seq]:
-                db.execute("INSERT INTO embeddings(chunk_id, embedder, vector) VALUES (?,?,?)",
-                           (cid, meta["embedder"], vectors[pos:pos + dim * 4]))
+                blob = bytes(vectors[pos:pos + dim * 4])
                 pos += dim * 4
-        return sid
+                if decode_vector(blob, dim) is None:
+                    bad += 1
+                    continue
+                db.execute("INSERT INTO embeddings(chunk_id, embedder, vector) VALUES (?,?,?)",
+                           (cid, meta["embedder"], blob))
+        return sid, bad
 
     @staticmethod
     def import_frame(db, source_id: int, meta: dict, image: bytes, thumb: bytes) -> None:
@@ -459,37 +520,128 @@ class Store:
                 "SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM chunks WHERE id = ?)",
                 [(cid, embedder, np.asarray(v, dtype=np.float32).tobytes(), cid) for cid, v in items])
 
+    def forget_preview(self, since: float | None = None, until: float | None = None,
+                       app: str | None = None) -> dict:
+        """What ``forget`` with these filters would delete: counts, and the items per app and
+        conversation, most first."""
+        cond, args = self._forget_cond(since, until, app)
+        (sources, chunks, frames), = self._q(
+            f"SELECT count(*), coalesce(sum((SELECT count(*) FROM chunks c WHERE c.source_id = s.id)), 0), "
+            f"coalesce(sum((SELECT count(*) FROM frames f WHERE f.source_id = s.id)), 0) FROM sources s "
+            f"WHERE {cond}", args)
+        groups = self._q(f"SELECT s.app, s.conversation, count(*) FROM sources s WHERE {cond} "
+                         "GROUP BY s.app, s.conversation ORDER BY count(*) DESC, s.app, s.conversation", args)
+        similar = []
+        if app and not sources:
+            needle = app.lower()
+            similar = sorted({n for n in self.names() if needle in n.lower() or n.lower() in needle})
+        return {"sources": sources, "chunks": chunks, "frames": frames,
+                "groups": [{"app": a, "conversation": c, "sources": n} for a, c, n in groups],
+                "similar": similar[:10]}
+
+    def names(self) -> list[str]:
+        """Every app and conversation name, exactly as stored."""
+        return [r[0] for r in self._q("SELECT app FROM sources WHERE app != '' UNION "
+                                      "SELECT conversation FROM sources WHERE conversation != '' ORDER BY 1")]
+
+    @staticmethod
+    def _forget_cond(since: float | None, until: float | None, app: str | None) -> tuple[str, list]:
+        where, args = _source_filter(since, until, app, exact=True)
+        if not where:
+            raise UserError("forgetting needs a time range or an app",
+                            "to forget everything, give a range that covers it (e.g. from 1970-01-01)")
+        return " AND ".join(where), args
+
     def forget(self, since: float | None = None, until: float | None = None,
                app: str | None = None, source_ids: Sequence[int] | None = None) -> list[int]:
-        """Delete matching sources with their chunks and vectors. Returns the deleted chunk ids."""
-        where, args = _source_filter(since, until, app)
-        if source_ids is not None:
-            where.append(f"s.id IN ({','.join('?' * len(source_ids))})")
-            args.extend(source_ids)
-        if not where:
-            raise UserError("forget needs --since, --until or --app", "to forget everything, "
-                            "give a range that covers it, e.g. --since 1970-01-01")
-        cond = " AND ".join(where)
+        """Delete matching sources with their chunks and vectors; returns the deleted chunk ids.
+
+        *app* is an exact app or conversation name (case-insensitive), never a pattern. No term
+        of what is deleted stays in the keyword index, and ``secure_delete`` zeroes freed pages; call ``scrub`` afterwards to get the old page copies out of the WAL."""
+        cond, args = ("1", []) if source_ids is not None and not (since or until or app) else \
+            self._forget_cond(since, until, app)
+        chunk_ids: list[int] = []
         with self.transaction() as db:
-            chunk_ids = [r[0] for r in db.execute(
-                f"SELECT c.id FROM chunks c JOIN sources s ON s.id = c.source_id WHERE {cond}", args)]
-            # Answers that quoted a forgotten source go with it (derived data is forgotten too).
-            db.execute("DELETE FROM answers WHERE id IN (SELECT answer_id FROM answer_sources WHERE "
-                       f"source_id IN (SELECT s.id FROM sources s WHERE {cond}))", args)
-            db.execute(f"DELETE FROM sources WHERE id IN (SELECT s.id FROM sources s WHERE {cond})", args)
-            # A message whose context was a forgotten one gets its new previous message instead,
-            # and its vector (made from the forgotten text) goes.
-            relinked = _link_context(db, "c.context_source IS NOT NULL AND c.context_source NOT IN "
-                                     "(SELECT id FROM sources)", [])
-            for start in range(0, len(relinked), 500):
-                part = relinked[start:start + 500]
+            if source_ids is None:
+                doomed = [r[0] for r in db.execute(f"SELECT s.id FROM sources s WHERE {cond}", args)]
+            else:
+                doomed = []
+                for part in _batches(source_ids):
+                    doomed += [r[0] for r in db.execute(
+                        f"SELECT s.id FROM sources s WHERE s.id IN ({','.join('?' * len(part))}) AND {cond}",
+                        [*part, *args])]
+            for part in _batches(doomed):
+                chunk_ids += [r[0] for r in db.execute(
+                    f"SELECT id FROM chunks WHERE source_id IN ({','.join('?' * len(part))})", part)]
+            rebuild = self._fts_before_delete(db, len(chunk_ids))
+            # A message whose context is a forgotten one gets its previous kept message instead, and
+            # its vector (made from the forgotten text) goes. Done before the deletes, so that the
+            # rows rewritten here cannot carry freed cells of the forgotten ones.
+            db.execute("CREATE TEMP TABLE IF NOT EXISTS forget_doomed(id INTEGER PRIMARY KEY)")
+            db.execute("DELETE FROM temp.forget_doomed")
+            db.executemany("INSERT INTO temp.forget_doomed VALUES (?)", [(sid,) for sid in doomed])
+            relinked = _link_context(
+                db, "c.context_source IN (SELECT id FROM temp.forget_doomed) AND "
+                "c.source_id NOT IN (SELECT id FROM temp.forget_doomed)", [],
+                skip="p.id NOT IN (SELECT id FROM temp.forget_doomed)")
+            for part in _batches(relinked):
                 db.execute(f"DELETE FROM embeddings WHERE chunk_id IN ({','.join('?' * len(part))})", part)
             self.relinked.extend(relinked)
-            # Deleted FTS terms linger in old segments until they are merged: rewrite them now.
-            db.execute("INSERT INTO chunks_fts(chunks_fts) VALUES ('optimize')")
-        with self._lock:
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            for part in _batches(doomed):
+                marks = ','.join('?' * len(part))
+                # Answers that quoted a forgotten source go with it (derived data is forgotten too).
+                db.execute("DELETE FROM answers WHERE id IN (SELECT answer_id FROM answer_sources WHERE "
+                           f"source_id IN ({marks}))", part)
+                db.execute(f"DELETE FROM sources WHERE id IN ({marks})", part)
+            db.execute("DELETE FROM temp.forget_doomed")
+            self._fts_after_delete(db, rebuild)
         return chunk_ids
+
+    @staticmethod
+    def _fts_tables(db) -> list[str]:
+        return [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                         "AND lower(sql) LIKE '%using fts5(%'").fetchall()]
+
+    def _fts_before_delete(self, db, chunks: int) -> list[str]:
+        """By default FTS5 only marks a deleted row's terms as deleted: the terms, with their row
+        ids, stay in its shadow tables. A few rows are removed outright (FTS5 ``secure-delete``,
+        ~5 ms a row); past FTS_SECURE_MAX, or where earlier deletes may have left terms, the index
+        is rebuilt from what remains instead. Returns the tables to rebuild."""
+        rebuild = []
+        for name in self._fts_tables(db):
+            seen = db.execute(f'SELECT v FROM "{name}_config" WHERE k = \'secure-delete\'').fetchone()
+            if chunks <= FTS_SECURE_MAX and seen is not None:
+                db.execute(f'INSERT INTO "{name}"("{name}", rank) VALUES (\'secure-delete\', 1)')
+            else:
+                rebuild.append(name)
+        return rebuild
+
+    def _fts_after_delete(self, db, rebuild: list[str]) -> None:
+        for name in self._fts_tables(db):
+            if name in rebuild:
+                db.execute(f'INSERT INTO "{name}"("{name}") VALUES (\'rebuild\')')
+            db.execute(f'INSERT INTO "{name}"("{name}", rank) VALUES (\'secure-delete\', 0)')
+
+    def scrub(self, wait: float = SCRUB_WAIT) -> None:
+        """Get what was just deleted out of the write-ahead log: checkpoint it into the (zeroed)
+        pages of the database and truncate it. Readers keep old pages alive, so Mneme's own bulk
+        reader is closed and other processes are waited for up to *wait* seconds; the result is
+        checked, not assumed."""
+        self._close_bulk()
+        wal = self.path.with_name(self.path.name + "-wal")
+        deadline = _time.monotonic() + wait
+        with self._lock:
+            while True:
+                busy, frames, done = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                if busy == 0 and frames == done and (not wal.exists() or wal.stat().st_size == 0):
+                    return
+                if _time.monotonic() > deadline:
+                    break
+                _time.sleep(0.2)
+        raise UserError("the items were deleted, but another program (another Mneme window or "
+                        "command) holds the memory open, so old copies of them stay in the file "
+                        "until it closes",
+                        "close the other Mneme and forget again (or run a doctor check) to finish")
 
     def take_relinked(self) -> list[int]:
         """Chunk ids whose context changed in a forget: their old vectors must leave the index."""
@@ -679,7 +831,10 @@ class Store:
             "ON e.chunk_id = c.id AND e.embedder = ? WHERE e.chunk_id IS NULL ORDER BY c.id LIMIT ?",
             (embedder, limit))]
 
-    def iter_embeddings(self, embedder: str, batch: int = 5000) -> Iterator[tuple[list[int], np.ndarray]]:
+    def iter_embeddings(self, embedder: str, batch: int = 5000, dim: int | None = None,
+                        bad: list[int] | None = None) -> Iterator[tuple[list[int], np.ndarray]]:
+        """Stored vectors of *embedder*, a batch at a time. Malformed ones (wrong size, not float32,
+        not finite) are left out and their chunk ids appended to *bad*."""
         last = 0
         while True:
             rows = self._bulk_read("SELECT chunk_id, vector FROM embeddings WHERE embedder = ? AND "
@@ -687,7 +842,23 @@ class Store:
             if not rows:
                 return
             last = rows[-1][0]
-            yield [r[0] for r in rows], np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+            ids, vectors = [], []
+            for cid, blob in rows:
+                vector = decode_vector(blob, dim)
+                if vector is None:
+                    if bad is not None:
+                        bad.append(cid)
+                    continue
+                dim = dim or len(vector)  # with no dimension given, the first good one sets it
+                ids.append(cid)
+                vectors.append(vector)
+            if ids:
+                yield ids, np.stack(vectors)
+
+    def delete_embeddings(self, chunk_ids: Sequence[int]) -> None:
+        with self.transaction() as db:
+            for part in _batches(chunk_ids):
+                db.execute(f"DELETE FROM embeddings WHERE chunk_id IN ({','.join('?' * len(part))})", part)
 
     def embedding(self, chunk_id: int) -> np.ndarray | None:
         rows = self._q("SELECT vector FROM embeddings WHERE chunk_id = ?", (chunk_id,))
@@ -744,12 +915,13 @@ class Store:
             db.execute("DELETE FROM chunks WHERE source_id NOT IN (SELECT id FROM sources)")
 
 
-def _link_context(db, where: str, args: Sequence) -> list[int]:
+def _link_context(db, where: str, args: Sequence, skip: str = "1") -> list[int]:
     """Give the first chunk of each message matching *where* the text of the message before it in
     its conversation (what a reply answers). Returns the chunk ids whose context changed."""
     rows = db.execute(
         "SELECT c.id, (SELECT p.id FROM sources p WHERE p.conversation = s.conversation AND p.kind = s.kind "
-        "AND (p.time < s.time OR (p.time = s.time AND p.id < s.id)) ORDER BY p.time DESC, p.id DESC LIMIT 1) "
+        f"AND (p.time < s.time OR (p.time = s.time AND p.id < s.id)) AND {skip} ORDER BY p.time DESC, p.id DESC "
+        "LIMIT 1) "
         f"FROM chunks c JOIN sources s ON s.id = c.source_id WHERE c.seq = 0 AND s.conversation != '' "
         f"AND s.kind != 'frame' AND {where}", list(args)).fetchall()
     changed = []
@@ -763,13 +935,33 @@ def _link_context(db, where: str, args: Sequence) -> list[int]:
     return changed
 
 
-def _insert_chunks(db, source_id: int, texts: Sequence[str], who: str, place: str) -> None:
-    db.executemany("INSERT INTO chunks(source_id, seq, text, who, place) VALUES (?,?,?,?,?)",
-                   [(source_id, n, t, who, place) for n, t in enumerate(texts)])
+def _context_of(db, source_id: int, kind: str, conversation: str, time: float) -> tuple[str, int | None]:
+    """The message before this one in its conversation, as (text, source id). Set when a chunk is
+    inserted, never by updating it afterwards: an updated row can leave a copy of its old cell in a
+    page, which a forget would then not reach."""
+    if not conversation or kind == "frame":
+        return "", None
+    row = db.execute("SELECT id FROM sources WHERE conversation = ? AND kind = ? AND id != ? AND time <= ? "
+                     "ORDER BY time DESC, id DESC LIMIT 1", (conversation, kind, source_id, time)).fetchone()
+    if row is None:
+        return "", None
+    text = " ".join(r[0] for r in db.execute("SELECT text FROM chunks WHERE source_id = ? ORDER BY seq", row))
+    return text[:CHUNK_CHARS], row[0]
+
+
+def _insert_chunks(db, source_id: int, texts: Sequence[str], who: str, place: str,
+                   context: tuple[str, int | None] = ("", None)) -> None:
+    db.executemany("INSERT INTO chunks(source_id, seq, text, who, place, context, context_source) "
+                   "VALUES (?,?,?,?,?,?,?)",
+                   [(source_id, n, t, who, place, *(context if n == 0 else ("", None)))
+                    for n, t in enumerate(texts)])
 
 
 def _source_filter(since: float | None, until: float | None, app: str | None,
-                   kinds: Sequence[str] | None = None) -> tuple[list[str], list]:
+                   kinds: Sequence[str] | None = None, exact: bool = False) -> tuple[list[str], list]:
+    """WHERE terms for a time range, an app and kinds. A search's *app* also matches the
+    conversations it starts ("Slack" finds "Slack #team"); with *exact* (forgetting) it must be the
+    whole app or conversation name, case-insensitively, and nothing in it is a pattern."""
     where, args = [], []
     if since is not None:
         where.append("s.time >= ?")
@@ -777,13 +969,33 @@ def _source_filter(since: float | None, until: float | None, app: str | None,
     if until is not None:
         where.append("s.time < ?")
         args.append(until)
-    if app:
+    if app and exact:
+        where.append("(lower(s.app) = lower(?) OR lower(s.conversation) = lower(?))")
+        args.extend([app, app])
+    elif app:
         where.append("(lower(s.app) = lower(?) OR lower(s.conversation) LIKE lower(?) || '%')")
         args.extend([app, app.replace("%", "").replace("_", "")])
     if kinds:
         where.append(f"s.kind IN ({','.join('?' * len(kinds))})")
         args.extend(kinds)
     return where, args
+
+
+def decode_vector(blob, dim: int | None) -> np.ndarray | None:
+    """A stored float32 vector, or None when it is malformed (wrong size or not finite)."""
+    if not isinstance(blob, bytes) or not blob or len(blob) % 4 or (dim and len(blob) != dim * 4):
+        return None
+    vector = np.frombuffer(blob, dtype=np.float32)
+    return vector if np.isfinite(vector).all() else None
+
+
+SQL_BATCH = 10_000  # ids bound per statement: well under SQLite's 32,766 parameters
+
+
+def _batches(items: Sequence, size: int = SQL_BATCH) -> Iterator[list]:
+    items = list(items)
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
 
 
 def _statements(sql: str) -> list[str]:

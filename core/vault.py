@@ -27,7 +27,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from mneme.core.errors import BadInputError, UserError
-from mneme.core.paths import private_file
+from mneme.core.keys import kdf_problem
+from mneme.core.paths import private_file, write_atomic
 
 MAGIC = b"MNEMEVLT"
 VERSION = 1
@@ -35,6 +36,7 @@ CHUNK = 1 << 20
 KDF = {"name": "argon2id", "time_cost": 3, "memory_kib": 65536, "parallelism": 1}
 REC_CONFIG, REC_SOURCE, REC_FRAME, REC_END = 1, 2, 3, 255
 BATCH = 500
+EXPORTING = "exporting.json"  # in the home while an export runs: where its partial file is
 Progress = Callable[[int, int], None]
 
 
@@ -111,6 +113,9 @@ def export_vault(memory, path: str | os.PathLike[str], passphrase: str, progress
     """Write the whole memory to *path* (atomically: a partial file never takes its name)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".part")
+    tmp.unlink(missing_ok=True)  # left by an export that was killed
+    record = memory.home / EXPORTING
+    write_atomic(record, json.dumps({"part": str(tmp.resolve()), "pid": os.getpid()}))
     store = memory.store
     total = store.counts("")["sources"]
     done = 0
@@ -140,7 +145,31 @@ def export_vault(memory, path: str | os.PathLike[str], passphrase: str, progress
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    finally:
+        record.unlink(missing_ok=True)
     return {"sources": done, "bytes": path.stat().st_size}
+
+
+def clean_killed_export(home: Path) -> None:
+    """Remove the partial file of an export that was killed (its process is gone)."""
+    record = Path(home) / EXPORTING
+    try:
+        info = json.loads(record.read_text())
+        part, pid = Path(info["part"]), int(info["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        record.unlink(missing_ok=True)
+        return
+    try:
+        os.kill(pid, 0)
+        if pid != os.getpid():
+            return  # still exporting
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        return
+    if part.name.endswith(".part"):
+        part.unlink(missing_ok=True)
+    record.unlink(missing_ok=True)
 
 
 # -- reading ---------------------------------------------------------------------------------------
@@ -153,16 +182,20 @@ def read_header(f, path: Path) -> tuple[dict, bytes]:
     if len(head) < len(MAGIC) + 6 or head[:len(MAGIC)] != MAGIC:
         raise _refuse(path, "not a Mneme vault", "vaults are made with `mneme export`")
     version, n = struct.unpack(">HI", head[len(MAGIC):])
+    raw = f.read(n) if n <= 65536 else b""
+    try:
+        header = json.loads(raw)
+        readable = isinstance(header, dict)
+    except ValueError:  # also bad UTF-8
+        header, readable = None, False
+    if not readable or version < 1:  # random bytes after the magic are damage, not a new format
+        raise _refuse(path, "damaged header")
     if version > VERSION:
         raise _refuse(path, f"made by a newer Mneme (vault format {version}, this one reads {VERSION})",
                       "update Mneme to import it")
-    if version < 1 or n > 65536:
-        raise _refuse(path, "damaged header")
-    raw = f.read(n)
     try:
-        header = json.loads(raw)
         _ = header["kdf"]["salt"], header["check"], header["nonce_prefix"]
-    except (ValueError, KeyError, TypeError):
+    except (KeyError, TypeError):
         raise _refuse(path, "damaged header") from None
     return header, head + raw
 
@@ -173,10 +206,11 @@ def _records(path: Path, passphrase: str, progress: Progress | None) -> Iterator
         header, head = read_header(f, path)
         try:
             kdf = header["kdf"]
-            if kdf.get("name") != "argon2id" or int(kdf["memory_kib"]) > 4 * 1024 * 1024:
-                raise ValueError
-            key, check = _keys(passphrase, bytes.fromhex(kdf["salt"]), kdf)
+            salt = bytes.fromhex(kdf["salt"])
             prefix = bytes.fromhex(header["nonce_prefix"])
+            if kdf_problem(kdf, salt) or len(prefix) != 8:  # checked before any work is done
+                raise ValueError
+            key, check = _keys(passphrase, salt, kdf)
         except (ValueError, KeyError, TypeError):
             raise _refuse(path, "damaged header") from None
         if not hmac.compare_digest(_check_value(check), str(header["check"])):
@@ -226,10 +260,10 @@ def import_vault(memory, path: str | os.PathLike[str], passphrase: str, progress
         raise BadInputError(f"{path}: no such file", "check the path")
     store = memory.store
     restore = store.counts("")["sources"] == 0
-    result = {"added": 0, "duplicates": 0, "restored_ids": restore}
+    result = {"added": 0, "duplicates": 0, "restored_ids": restore, "bad_vectors": 0}
+    dims = {memory.embedder.id: memory.embedder.dim} if memory.embedder is not None else {}
     ended = False
     with store.transaction() as db:
-        first_chunk = store.next_chunk_id(db)
         id_map: dict[int, int | None] = {}
         config = None
         for kind, payload in _records(path, passphrase, progress):
@@ -242,7 +276,8 @@ def import_vault(memory, path: str | os.PathLike[str], passphrase: str, progress
                     config = json.loads(payload)
                 elif kind == REC_SOURCE:
                     meta, (vecs,) = _unblob(payload, 1)
-                    new_id = store.import_source(db, meta, vecs, keep_id=restore)
+                    new_id, bad = store.import_source(db, meta, vecs, keep_id=restore, dims=dims)
+                    result["bad_vectors"] += bad
                     id_map[meta["id"]] = new_id
                     result["added" if new_id else "duplicates"] += 1
                 elif kind == REC_FRAME:
@@ -260,7 +295,6 @@ def import_vault(memory, path: str | os.PathLike[str], passphrase: str, progress
                 raise _refuse(path, "damaged (a record cannot be read)") from None
         if not ended:
             raise _refuse(path, "the file is cut short (no end record)")
-        store.link_context(db, first_chunk)
     if restore and config:
         for name, value in config.items():
             try:

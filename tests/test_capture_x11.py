@@ -206,3 +206,26 @@ def test_captured_text_never_reaches_disk_unencrypted(pipeline, windows):
             except OSError:
                 continue
             assert canary.encode() not in data, path  # …and is nowhere on disk in the clear
+
+
+def test_password_manager_title_bars_and_look_alike_terminals_are_masked(pipeline, windows):
+    windows("Work notes", "visible harmless text about gardening", geometry="20,60,600,300")
+    windows("Database.kdbx - KeePassXC", "keepass entry marmalade", geometry="660,60,600,300",
+            wm_class="keepassxc")
+    windows("KeePassXC - Passwords", "terminal shows quince", geometry="20,440,600,300", wm_class="XTerm")
+    assert capture(pipeline) == 1
+    text = stored_text(pipeline.memory)
+    assert "gardening" in text and "quince" not in text and "marmalade" not in text
+    pixels = stored_pixels_text(pipeline.memory)
+    assert "gardening" in pixels
+    assert "kdbx" not in pixels and "Database" not in pixels
+    assert "quince" not in pixels and "Passwords" not in pixels
+    # The mask covers the window manager's frame too: its title bar showed "Database.kdbx - KeePassXC".
+    from PIL import Image
+
+    keepass = next(w for w in pipeline.desktop.visible() if w.app.lower() == "keepassxc")
+    assert keepass.height > 300 and keepass.width >= 600  # the client area alone before
+    sid = pipeline.memory.store.frames_between(0, 2e10)[0][0]
+    img = np.asarray(Image.open(io.BytesIO(pipeline.memory.store.frame(sid)["image"])).convert("L"))
+    x, y, w, h = keepass.rect
+    assert img[max(0, y):y + h, max(0, x):x + w].max() == 0  # title bar and borders blacked out too

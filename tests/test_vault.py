@@ -80,7 +80,7 @@ def test_merge_twice_adds_nothing(vault, tmp_path, real_embedder):
     mem.import_messages([msg(5000, "something of this machine's own")])
     first = import_vault(mem, path, "vault pass")
     second = import_vault(mem, path, "vault pass")
-    assert first["added"] == 302 and second == {"added": 0, "duplicates": 302, "restored_ids": False}
+    assert first["added"] == 302 and second == {"added": 0, "duplicates": 302, "restored_ids": False, "bad_vectors": 0}
     assert mem.store.counts("")["sources"] == 303 and mem.store.frame_usage()[0] == 1
     assert mem.doctor() == []
     mem.close()

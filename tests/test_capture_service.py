@@ -1,0 +1,105 @@
+"""The capture service both front ends use: a dead capture thread is visible, logged and
+restartable; settings apply at once; retention runs where capture runs."""
+
+import os
+import time
+
+import pytest
+
+from mneme.capture.service import CaptureService
+from tests.test_capture_units import FakeDesktop, FakeScreen, frames, line_ocr
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+class BreakingDesktop(FakeDesktop):
+    """A display connection that breaks (as when the X server goes away) until mended."""
+
+    def __init__(self):
+        super().__init__()
+        self.broken = False
+
+    def active(self):
+        if self.broken:
+            raise ConnectionResetError("display connection lost")
+        return super().active()
+
+
+def service(mem, desk, **kw):
+    screens = FakeScreen(frames(50))
+    return CaptureService(mem, lambda: desk, lambda: screens, interval=0.05, idle_after=0, ocr_fn=line_ocr, **kw)
+
+
+def wait_for(cond, timeout=10.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_dead_capture_thread_is_visible_logged_and_restartable(open_mem, caplog):
+    mem = open_mem()
+    desk, changes = BreakingDesktop(), []
+    svc = service(mem, desk, on_change=lambda: changes.append(svc.state))
+    svc.start()
+    assert svc.state == "running"
+    desk.broken = True
+    assert wait_for(lambda: svc.state == "failed"), "the capture thread died silently"
+    assert "display connection lost" in svc.error and changes[-1] == "failed"
+    assert any("capture stopped by an error" in r.message and r.exc_info for r in caplog.records)
+    desk.broken = False
+    svc.restart()
+    assert svc.state == "running" and svc.error is None
+    assert wait_for(lambda: mem.store.frame_usage()[0] > 0)
+    svc.close()
+    assert svc.state == "stopped"
+
+
+def test_exclusions_apply_at_once(open_mem):
+    mem = open_mem()
+    svc = service(mem, FakeDesktop())
+    svc.once()
+    assert mem.store.frame_usage()[0] == 1
+    mem.config.set("excluded_apps", ["editor"])  # Settings saved while capturing
+    svc.apply_settings()
+    svc.once()
+    apps = [app for _, _, app, _ in mem.store.frames_between(0, 2e10)]
+    assert apps[0] == "editor" and "editor" not in apps[1:]  # its next frame is masked, not stored as it
+    assert svc.pipeline.stats.masked >= 1
+    svc.close()
+
+
+def test_retention_runs_when_capture_starts(open_mem):
+    from mneme.core.records import FrameIn
+
+    mem = open_mem()
+    mem.add_frame(FrameIn("old", 1_000_000, 1, "editor", "old.txt", 1, 1, b"x", b"", "old frame", "[]"))
+    mem.config.set("retention_days", 30)
+    svc = service(mem, FakeDesktop())
+    svc.start()
+    assert mem.store.frames_between(0, 2_000_000) == []  # the desktop app kept frames for ever
+    svc.close()
+
+
+@pytest.mark.gui
+def test_the_app_applies_saved_settings_to_running_capture_and_shows_a_dead_one(qtbot, open_mem):
+    from mneme.app.main import Controller
+    from mneme.capture.window import Window
+
+    c = Controller(open_mem(), interactive=False)
+    desk = BreakingDesktop()
+    c.capture = service(c.memory, desk, on_change=c.capture_state.emit)
+    c.capture.start()
+    c.memory.config.set("excluded_apps", ["secretapp"])
+    c.settings_changed()  # only the hotkey was restarted before
+    assert c.capture.pipeline.exclusions.excluded(Window(1, "secretapp", "x"))
+    desk.broken = True
+    qtbot.waitUntil(lambda: c.capture_problem() is not None, timeout=10_000)
+    qtbot.waitUntil(lambda: "capture stopped" in c.tray.tooltip, timeout=5_000)
+    assert c.tray.actions["restart"].isVisible()
+    desk.broken = False
+    c.restart_capture()
+    assert c.capture.state == "running" and c.capture_problem() is None
+    c.shutdown()

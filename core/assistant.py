@@ -214,7 +214,9 @@ class Assistant:
             verdict = support.check_answer(claim, evidence, answer.question)[0]
             about = " ".join([claim, *(f"{answer.context[i].speaker} {_quote(answer.context[i], claim)}"
                                        for i in verdict.sources)])
-            if verdict.supported and support.coverage(answer.question, about) < RELEVANCE_MIN:
+            if verdict.supported and not all(self._about_asked(answer.context[i], answer) for i in verdict.sources):
+                answer.dropped.append(f"{claim} — said by someone other than the person asked about")
+            elif verdict.supported and support.coverage(answer.question, about) < RELEVANCE_MIN:
                 answer.dropped.append(f"{claim} — true to memory but not about the question")
             elif verdict.supported:
                 text = self._with_citations(claim, verdict)
@@ -255,6 +257,17 @@ class Assistant:
             return
         self._fallback(answer, show)
 
+    @staticmethod
+    def _about_asked(c: Citation, answer: Answer) -> bool:
+        """A question about one person ("What did Caroline realise…?") is answered only by what that
+        person said or what mentions them, not by what someone else said of themselves."""
+        speakers = {x.speaker for x in answer.context if x.speaker}
+        named = [s for s in speakers if re.search(rf"\b{re.escape(s)}\b", answer.question, re.IGNORECASE)]
+        if len(named) != 1:
+            return True
+        person = named[0]
+        return c.speaker == person or bool(re.search(rf"\b{re.escape(person)}\b", c.text, re.IGNORECASE))
+
     def _with_citations(self, claim: str, verdict: support.Verdict) -> str:
         """The claim with exactly the citation numbers of the excerpts that back it."""
         bare = support.CITE.sub("", claim).strip()
@@ -269,6 +282,8 @@ class Assistant:
         clearly does; otherwise say so, citing nothing."""
         best = None
         for c in answer.context:
+            if not self._about_asked(c, answer):
+                continue
             # Who said it counts too: "What did Caroline research?" is answered by Caroline's words.
             sentence, share = support.best_sentence(c.text, answer.question, context=c.speaker)
             if best is None or share > best[2]:

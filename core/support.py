@@ -27,7 +27,8 @@ themselves then there these they this those through to too under until up very w
 when where which while who whom whose why will with would yes you your yours yourself yourselves
 there's it's that's i'm you're he's she's they're we're isn't wasn't don't didn't doesn't can't
 won't haven't hasn't hadn't aren't weren't i've you've we've they've i'd you'd i'll you'll one
-really quite just still already yet ago much many often long kind sort type""".split())
+really quite just still already yet ago much many often long kind sort type hey hi hello thanks thank
+ok okay sure wow oh yeah yep because lot lots""".split())
 # Words an answer uses to point at memory rather than to claim something.
 FRAMING = frozenset("""answer answers according mention mentioned mentions said says say told tell
 tells wrote write writes note noted notes memory memories excerpt excerpts message messages
@@ -97,6 +98,8 @@ class Verdict:
             return "supported"
         if self.missing:
             return "not in the cited excerpts: " + ", ".join(self.missing)
+        if self.from_memory:
+            return "it only repeats the question"
         return "nothing in it comes from memory"
 
 
@@ -137,7 +140,7 @@ def needs(claim: str) -> list[tuple[str, str]]:
 def check(claim: str, excerpts: Sequence[Evidence], question: str = "") -> Verdict:
     """Is *claim* backed by *excerpts* (all of them together)?"""
     q = Evidence(question)
-    missing, from_memory = [], 0
+    missing, from_memory, novel = [], 0, 0
     per_source = [0] * len(excerpts)
     for w, kind in needs(claim):
         if kind == "code":
@@ -156,10 +159,12 @@ def check(claim: str, excerpts: Sequence[Evidence], question: str = "") -> Verdi
             per_source[i] += 1
         if found:
             from_memory += 1
+            novel += not (stem(w) in q.stems or w.lower() in q.lower or
+                          (kind == "number" and all(d in q.numbers for d in digits(w))))
         elif not ok_q:
             missing.append(w)
     order = sorted((i for i, n in enumerate(per_source) if n), key=lambda i: -per_source[i])
-    supported = not missing and from_memory > 0
+    supported = not missing and novel > 0
     return Verdict(claim, supported, missing, order, from_memory)
 
 

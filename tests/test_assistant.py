@@ -93,6 +93,27 @@ def test_a_claim_citing_the_wrong_excerpt_cites_the_right_one(open_mem):
     assert [c.source_ids for c in answer.citations] == [[1]] and "[2]" not in answer.text
 
 
+def test_a_claim_that_only_repeats_the_question_is_not_an_answer(open_mem):
+    mem = open_mem()
+    fill(mem)
+    answer = Assistant(mem, ScriptedLLM("The plumber can come [3].")).ask("when can the plumber come?")
+    assert answer.dropped and "only repeats the question" in answer.dropped[0]
+    assert answer.text != "The plumber can come [3]."
+
+
+def test_what_one_person_said_does_not_answer_a_question_about_another(open_mem):
+    mem = open_mem()
+    mem.import_messages([msg(1, "After the charity race I realised self-care matters", speaker="Melanie", conv="C"),
+                         msg(2, "I painted a lake at sunrise", speaker="Caroline", conv="C")])
+    answer = Assistant(mem, ScriptedLLM("She realised self-care matters [1].")).ask(
+        "What did Caroline realise after the charity race?")
+    assert "self-care" not in answer.text and answer.citations == []
+    assert any("someone other than" in d for d in answer.dropped)
+    same = Assistant(mem, ScriptedLLM("She realised self-care matters [1].")).ask(
+        "What did Melanie realise after the charity race?")
+    assert "self-care" in same.text and [c.source_ids for c in same.citations] == [[1]]
+
+
 def test_dont_know_has_no_citations(open_mem):
     mem = open_mem()
     fill(mem)

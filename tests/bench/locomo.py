@@ -103,7 +103,7 @@ CONTENT = re.compile(r"[a-z0-9]+")
 GLUE = frozenset("""a an the and or but of to in on at for with by from is are was were be been it its
 that this these those i you he she they we me him her them my your his their our as so not no yes do did
 does have has had will would can could about into over than then there here what when where who which how
-memory has your""".split())
+memory has your because lot lots said says im ive its youre theyre hey wow yes""".split())
 
 
 def unsupported(answer: dict, question: str) -> bool:
@@ -113,8 +113,9 @@ def unsupported(answer: dict, question: str) -> bool:
     cited = " ".join(c.get("text", "") + " " + c.get("speaker", "") + " " + (c.get("time") or "")
                      + " " + c.get("when", "") for c in answer["citations"]).lower()
     allowed = set(CONTENT.findall(cited)) | set(CONTENT.findall(question.lower()))
-    words = [w for w in CONTENT.findall(text.lower()) if w not in GLUE]
-    return any(w not in allowed and w.rstrip("s") not in allowed for w in words)
+    prefixes = {w[:max(4, len(w) - 3)] for w in allowed}  # inflections: raised / raise, loved / love
+    words = [w for w in CONTENT.findall(text.lower().replace("'", "")) if w not in GLUE and len(w) > 2]
+    return any(w not in allowed and w[:max(4, len(w) - 3)] not in prefixes for w in words)
 
 
 def check_rates(samples: list[dict], seed: int = 0) -> str:

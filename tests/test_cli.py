@@ -138,25 +138,37 @@ def test_canary_text_and_vector_never_reach_disk(tmp_path, real_embedder):
 
 
 def test_kill_9_during_a_large_import_leaves_a_consistent_store(tmp_path):
-    chats = write_jsonl(tmp_path / "big.jsonl", 20_000)
+    """Killed inside the import's transaction, at a random point each time, four times."""
+    import random
+    import re
+
+    chats = write_jsonl(tmp_path / "big.jsonl", 10_000)
     run_cli("import", "chats", write_jsonl(tmp_path / "small.jsonl", 10, start=100_000), env=PASS)
     env = {**os.environ, **PASS, "MNEME_PROGRESS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "mneme.app", "import", "chats", str(chats)],
-                            env=env, cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
-    # Wait until the import is writing (its progress bar shows messages), then kill it hard.
-    buf = b""
-    while b"msg" not in buf and proc.poll() is None:
-        buf += proc.stderr.read1(256)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    proc.stderr.close()
-    status = json.loads(run_cli("status", "--json", env=PASS).stdout)
-    assert status["sources"] in (10, 20_010)  # all of the big import or none of it
+    rng = random.Random(12)
+    killed_at = []
+    for _ in range(4):
+        target = rng.randrange(500, 9_500, 500)  # messages written in the transaction when killed
+        proc = subprocess.Popen([sys.executable, "-m", "mneme.app", "import", "chats", str(chats)],
+                                env=env, cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+        buf, done = b"", 0
+        while done < target and proc.poll() is None:
+            buf = (buf + proc.stderr.read1(256))[-400:]
+            counts = re.findall(rb"importing jsonl:[^|]*\|[^|]*\| *(\d+)/10000", buf)
+            done = int(counts[-1]) if counts else 0
+        assert proc.poll() is None, "the import finished before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stderr.close()
+        killed_at.append(done)
+        status = json.loads(run_cli("status", "--json", env=PASS).stdout)
+        assert status["sources"] == 10, (done, status)  # none of the big import: it was not committed
+    assert all(0 < n < 10_000 for n in killed_at)
     assert "consistent" in run_cli("doctor", env=PASS).stdout
     out = run_cli("import", "chats", chats, env=PASS).stdout
-    assert "Imported 20000 messages" in out or "Imported 0 messages" in out
+    assert "Imported 10000 messages" in out
     status = json.loads(run_cli("status", "--json", env=PASS).stdout)
-    assert status["sources"] == 20_010 and status["embedded"] == status["chunks"]
+    assert status["sources"] == 10_010 and status["embedded"] == status["chunks"]
 
 
 def test_real_home_is_not_touched_by_help():

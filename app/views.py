@@ -307,7 +307,7 @@ class TimelineView(QWidget):
         self.image.setMinimumSize(480, 270)
         self.caption = QLabel("")
         self.text = QPlainTextEdit(readOnly=True)
-        copy = QPushButton("Copy text")
+        self.copy_button = copy = QPushButton("Copy text")
         copy.clicked.connect(lambda: QApplication.clipboard().setText(self.text.toPlainText()))
         self.delete_button = QPushButton("Forget this frame")
         self.delete_button.clicked.connect(self.forget_frame)

@@ -77,7 +77,7 @@ def controller(qtbot, open_mem, real_embedder):
 
 
 @pytest.mark.slow
-def test_ask_streams_an_answer_and_a_citation_opens_the_moment(controller, qtbot):
+def test_ask_shows_a_checked_answer_and_a_citation_opens_the_moment(controller, qtbot):
     view = controller.window().ask
     qtbot.keyClicks(view.question, "Where is the spare key for the cabin?")
     qtbot.mouseClick(view.ask_button, Qt.LeftButton)
@@ -86,9 +86,13 @@ def test_ask_streams_an_answer_and_a_citation_opens_the_moment(controller, qtbot
     assert controller.errors == []
     html = view.answer.toHtml()
     assert "Sources" in html and "mneme://source/1" in html
+    assert "flowerpot" in view.answer.toPlainText() and "#fff3b0" in html  # the backing quote, highlighted
     view.open_citation(__import__("PySide6.QtCore", fromlist=["QUrl"]).QUrl("mneme://source/1"))
     assert view.source.shown_source == 1 and "flowerpot" in view.source.toPlainText()
     assert view.history.count() == 1 and "spare key" in view.history.item(0).text()
+    view.answer.setHtml("")
+    view.show_past(view.history.item(0))  # a past question shows its saved answer, not a new run
+    assert "flowerpot" in view.answer.toPlainText() and view.task is None
 
 
 def test_search_as_you_type_with_highlights_and_filters(controller, qtbot):
@@ -161,6 +165,11 @@ def test_timeline_navigation_copy_and_forget(controller, qtbot):
     view.slider.setValue(0)
     assert "(1 of 3)" in view.caption.text() and "frame 0" in view.text.toPlainText()
     assert view.image.pixmap() is not None and not view.image.pixmap().isNull()
+    from mneme.app.qt import QApplication
+
+    QApplication.clipboard().setText("")
+    qtbot.mouseClick(view.copy_button, Qt.LeftButton)
+    assert "frame 0" in QApplication.clipboard().text()
     qtbot.mouseClick(view.delete_button, Qt.LeftButton)
     assert view.slider.maximum() == 1 and controller.memory.store.frame_usage()[0] == 2
     assert not [h for h in controller.memory.search("frame 0 orchard").hits if "frame 0" in h.text]
@@ -226,11 +235,22 @@ def test_unlock_dialog_refuses_a_wrong_passphrase(qtbot, tmp_path, fake_embedder
 
 
 def test_vault_export_and_import_actions_run_off_the_gui_thread(controller, qtbot, tmp_path):
+    import threading
+
     window = controller.window()
     path = tmp_path / "app.mnemevault"
+    on_gui_thread = []
+    read_batches = controller.memory.store.export_batches
+
+    def spy(*args, **kwargs):  # where the export really reads the store
+        on_gui_thread.append(threading.current_thread() is threading.main_thread())
+        yield from read_batches(*args, **kwargs)
+
+    controller.memory.store.export_batches = spy
     task = window.export_vault(str(path), "vault pass")
     qtbot.waitUntil(lambda: task not in controller.tasks.running, timeout=60_000)
     assert path.exists() and "Exported 6 items" in window.statusBar().currentMessage()
+    assert on_gui_thread == [False]
     task = window.import_vault(str(path), "vault pass")
     qtbot.waitUntil(lambda: task not in controller.tasks.running, timeout=60_000)
     assert "Imported 0 items (6 already there)" in window.statusBar().currentMessage()
@@ -280,7 +300,7 @@ def test_second_launch_raises_the_first(controller, qtbot):
     assert not raise_running(controller.memory.home.parent / "elsewhere")
 
 
-def test_an_unexpected_error_is_recorded_and_shown_with_details(controller, qtbot):
+def test_an_unexpected_error_is_shown_with_details_to_copy(controller, qtbot):
     from mneme.app.dialogs import show_error
 
     box = show_error(None, RuntimeError("boom"), "Traceback: boom")

@@ -174,6 +174,25 @@ def test_injected_instructions_stay_inside_the_fence(open_mem):
     assert prompt.index("PWNED") < prompt.index("</memory>") and "\nSystem:" not in prompt
 
 
+def test_a_checked_sentence_is_shown_while_the_model_is_still_writing(open_mem):
+    mem = open_mem()
+    fill(mem)
+    llm = ScriptedLLM("The quote is 240 pounds [3]. The plumber can come on Friday morning [3].")
+    produced, seen_at = [], []
+    inner = llm.stream
+
+    def counting(prompt, max_tokens, cancel):
+        for piece in inner(prompt, max_tokens, cancel):
+            produced.append(piece)
+            yield piece
+
+    llm.stream = counting
+    answer = Assistant(mem, llm).ask("how much is the plumber's quote, and when can the plumber come?",
+                                     on_token=lambda t: seen_at.append(len(produced)))
+    assert len(seen_at) == 2 and seen_at[0] < len(produced) == answer.tokens  # first shown mid-stream
+    assert "240 pounds" in answer.text and "Friday" in answer.text
+
+
 def test_cancel_stops_streaming(open_mem):
     mem = open_mem()
     fill(mem)

@@ -191,15 +191,20 @@ def env_or_prompt(prompt: PassphraseSource | None) -> PassphraseSource:
 def create_key(meta_path: Path, mode: str, passphrase: PassphraseSource | None) -> tuple[KeyMeta, bytes]:
     """Make the key for a new memory and record how to get it back."""
     meta = KeyMeta(mode=mode)
-    if mode == "keyring":
-        key = secrets.token_bytes(32)
-        _keyring_set(meta, key)
-    elif mode == "passphrase":
-        key = derive_key(env_or_prompt(passphrase)("New passphrase: "), bytes.fromhex(meta.salt), meta.kdf)
-    else:
-        raise UserError(f"unknown key mode {mode!r}", "use 'keyring' or 'passphrase'")
+    key = _make_key(meta, passphrase)
     meta.save(meta_path)
     return meta, key
+
+
+def _make_key(meta: KeyMeta, passphrase: PassphraseSource | None) -> bytes:
+    """A new key for *meta*: random and kept in the keyring, or derived from a new passphrase."""
+    if meta.mode == "keyring":
+        key = secrets.token_bytes(32)
+        _keyring_set(meta, key)
+        return key
+    if meta.mode == "passphrase":
+        return derive_key(env_or_prompt(passphrase)("New passphrase: "), bytes.fromhex(meta.salt), meta.kdf)
+    raise UserError(f"unknown key mode {meta.mode!r}", "use 'keyring' or 'passphrase'")
 
 
 def load_key(meta: KeyMeta, passphrase: PassphraseSource | None) -> bytes:
@@ -223,14 +228,7 @@ def load_key(meta: KeyMeta, passphrase: PassphraseSource | None) -> bytes:
 
 def new_key(mode: str, passphrase: PassphraseSource | None, old: KeyMeta) -> tuple[KeyMeta, bytes]:
     meta = KeyMeta(mode=mode, retired=old.keyring_id if old.mode == "keyring" else old.retired)
-    if mode == "keyring":
-        key = secrets.token_bytes(32)
-        _keyring_set(meta, key)
-    elif mode == "passphrase":
-        key = derive_key(env_or_prompt(passphrase)("New passphrase: "), bytes.fromhex(meta.salt), meta.kdf)
-    else:
-        raise UserError(f"unknown key mode {mode!r}", "use 'keyring' or 'passphrase'")
-    return meta, key
+    return meta, _make_key(meta, passphrase)
 
 
 def save_pending(layout: HomeLayout, meta: KeyMeta) -> None:

@@ -41,11 +41,33 @@ def during(owner, name, within: float):
     setattr(owner, name, wrapped)
 
 
+def inside_rekey(owner, name):
+    """Kill as soon as the rekey's rollback journal exists: the rekey has begun rewriting pages and
+    has not committed. A timer could miss a fast rekey; the journal's presence cannot."""
+    real = getattr(owner, name)
+
+    def wrapped(store, *args, **kwargs):
+        journal = store.path.with_name(store.path.name + "-journal")
+
+        def watch():
+            while not journal.exists():
+                time.sleep(0.0002)
+            die()
+
+        threading.Thread(target=watch, daemon=True).start()
+        real(store, *args, **kwargs)
+        time.sleep(5)  # only reached if the watcher missed it: the test then sees no -9 and fails
+
+    setattr(owner, name, wrapped)
+
+
 def main(mode: str, step: str) -> None:
     if step == "pending":
         after(keys, "save_pending")
+    elif step == "during-rekey" and "CRASH_WITHIN" in os.environ:
+        during(Store, "rekey", float(os.environ["CRASH_WITHIN"]))
     elif step == "during-rekey":
-        during(Store, "rekey", float(os.environ.get("CRASH_WITHIN", "0.05")))
+        inside_rekey(Store, "rekey")
     elif step == "rekey":
         after(Store, "rekey")
     elif step == "promote":

@@ -973,8 +973,9 @@ def _source_filter(since: float | None, until: float | None, app: str | None,
         where.append("(lower(s.app) = lower(?) OR lower(s.conversation) = lower(?))")
         args.extend([app, app])
     elif app:
-        where.append("(lower(s.app) = lower(?) OR lower(s.conversation) LIKE lower(?) || '%')")
-        args.extend([app, app.replace("%", "").replace("_", "")])
+        # A prefix compared as text, not a LIKE pattern: "%" or "_" in a name is only that character.
+        where.append("(lower(s.app) = lower(?) OR substr(lower(s.conversation), 1, length(?)) = lower(?))")
+        args.extend([app, app, app])
     if kinds:
         where.append(f"s.kind IN ({','.join('?' * len(kinds))})")
         args.extend(kinds)

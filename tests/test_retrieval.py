@@ -50,6 +50,14 @@ def test_filters_from_options_and_from_the_query(open_mem):
     assert mem.search("report", kinds=["frame"]).hits == []
 
 
+def test_an_app_filter_is_a_name_not_a_pattern(open_mem):
+    mem = open_mem()
+    fill(mem)
+    assert [h.source_ids for h in mem.search("quarterly", app="Slack #t").hits] == [[3]]  # a prefix
+    for pattern in ("%", "_", "Sl%", "S_ack"):
+        assert mem.search("quarterly", app=pattern).hits == [], pattern
+
+
 def test_keyword_search_works_before_the_index_is_warm(open_mem):
     mem = open_mem()
     fill(mem)

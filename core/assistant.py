@@ -120,7 +120,7 @@ class Answer:
         return {"question": self.question, "answer": self.text, "status": self.status,
                 "citations": [c.as_json() for c in self.citations], "draft": self.draft,
                 "dropped": self.dropped, "first_token_s": self.first_token_s,
-                "seconds": round(self.seconds, 3)}
+                "model_first_token_s": self.model_first_token_s, "seconds": round(self.seconds, 3)}
 
 
 def fence(text: str) -> str:

@@ -231,6 +231,7 @@ class Store:
         self.path = path
         self._lock = threading.RLock()
         self._apps: tuple[int, list[str]] | None = None
+        self._speakers: tuple[int, list[str]] | None = None
         self._key = key
         self._bulk = None  # a second connection for long reads (index warm-up), so they never
         self._bulk_lock = threading.Lock()  # hold up searches and writes (WAL allows both)
@@ -750,10 +751,13 @@ class Store:
 
     def filter_chunks(self, chunk_ids: Sequence[int], since: float | None = None,
                       until: float | None = None, app: str | None = None,
-                      kinds: Sequence[str] | None = None) -> set[int]:
+                      kinds: Sequence[str] | None = None, speakers: Sequence[str] = ()) -> set[int]:
         if not chunk_ids:
             return set()
         where, args = _source_filter(since, until, app, kinds)
+        if speakers:
+            where.append(f"lower(s.speaker) IN ({','.join('?' * len(speakers))})")
+            args.extend(x.lower() for x in speakers)
         cond = (" AND " + " AND ".join(where)) if where else ""
         marks = ",".join("?" * len(chunk_ids))
         return {r[0] for r in self._q(
@@ -880,6 +884,16 @@ class Store:
         names |= {re.split(r"[\s:#/]", n, maxsplit=1)[0] for n in names}
         result = sorted(n for n in names if len(n) > 1)
         self._apps = (stamp, result)
+        return result
+
+    def speakers(self) -> list[str]:
+        """Who has said something in memory, cached until the next write."""
+        with self._lock:
+            stamp = self._db.total_changes
+            if self._speakers is not None and self._speakers[0] == stamp:
+                return self._speakers[1]
+        result = sorted(r[0] for r in self._q("SELECT DISTINCT speaker FROM sources WHERE speaker != ''"))
+        self._speakers = (stamp, result)
         return result
 
     def counts(self, embedder: str) -> dict[str, int]:

@@ -166,3 +166,29 @@ def test_a_reply_is_found_by_the_question_it_answers_and_forgetting_it_leaves_no
     ctx = mem.store._q("SELECT context FROM chunks WHERE source_id = 2")[0][0]
     assert "married" not in ctx
     assert mem.doctor() == [] or all("no vector" in p for p in mem.doctor())
+
+
+def test_a_person_named_in_the_question_is_preferred_not_required(open_mem, real_embedder, monkeypatch):
+    from mneme.core import retrieval
+
+    mem = open_mem(embedder=real_embedder)
+    mem.import_messages([
+        msg(1, "what to say about the cake: lemon cake, lemon glaze, the best cake", speaker="Priya"),
+        msg(2, "I will bring dessert on Friday, and some drinks for everyone at the party",
+            speaker="Raj", t=1_700_100_000),
+        msg(3, "Raj always forgets the cake candles, say it again Raj", speaker="Priya", t=1_700_200_000),
+        msg(4, "Raj said the cake was too sweet", speaker="Priya", t=1_700_300_000),
+    ])
+    mem.embed_pending()
+    assert mem.wait_ready(30) and mem.wait_caught_up(30)
+    question = "What did Raj say about the cake?"
+    monkeypatch.setattr(retrieval, "SPEAKER_PREFERENCE", False)
+    before = [h.speaker for h in mem.search(question, limit=4).hits]
+    monkeypatch.setattr(retrieval, "SPEAKER_PREFERENCE", True)
+    hits = mem.search(question, limit=4).hits
+    after = [h.speaker for h in hits]
+    assert "Raj" in before and after.index("Raj") < before.index("Raj")  # Raj's own message moves up
+    assert hits[after.index("Raj")].ranks.get("speaker") == 1
+    assert after.count("Priya") == 3  # the others stay reachable
+    # a lower-case word is not a name
+    assert all("speaker" not in h.ranks for h in mem.search("what did raj say about the cake", limit=3).hits)

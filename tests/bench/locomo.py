@@ -165,6 +165,7 @@ def main() -> int:
     ap.add_argument("--keep", help="keep the homes and outputs in this folder")
     ap.add_argument("--model", help="a GGUF for the answers (default: the setting)")
     ap.add_argument("--limit-questions", type=int, help="first N questions of each conversation")
+    ap.add_argument("--every", type=int, help="every Nth question of each conversation (all categories)")
     ap.add_argument("--check", action="store_true", help="only measure the support check (no model)")
     args = ap.parse_args()
     samples = json.loads(Path(args.data).read_text())
@@ -178,7 +179,7 @@ def main() -> int:
     rec = {k: defaultdict(list) for k in (5, 10)}
     f1 = defaultdict(list)
     search_ms, shown, bad, dont_know_adv, answered_adv = [], 0, 0, 0, 0
-    ttft = []
+    ttft, model_ttft, seconds, statuses = [], [], [], defaultdict(int)
     bad_examples = []
     for sample in samples:
         sid = sample["sample_id"]
@@ -187,6 +188,7 @@ def main() -> int:
         data.write_text("".join(json.dumps(r) + "\n" for r in to_jsonl(sample)))
         mneme(home, "import", "chats", str(data), "--format", "jsonl")
         qa = sample["qa"][:args.limit_questions] if args.limit_questions else sample["qa"]
+        qa = qa[::args.every] if args.every else qa
         retr = [q for q in qa if q["category"] != 5]
         qfile = work / f"{sid}-search.jsonl"
         qfile.write_text("".join(json.dumps({"query": q["question"]}) + "\n" for q in retr))
@@ -208,6 +210,10 @@ def main() -> int:
             a = json.loads(line)
             if a.get("first_token_s") is not None:
                 ttft.append(a["first_token_s"])
+            if a.get("model_first_token_s") is not None:
+                model_ttft.append(a["model_first_token_s"])
+            seconds.append(a.get("seconds", 0.0))
+            statuses[a.get("status", "")] += 1
             says_unknown = bool(DONT_KNOW.search(a["answer"])) or a.get("status") in ("unknown", "nothing")
             if q["category"] == 5:
                 answered_adv += 1
@@ -247,7 +253,10 @@ def main() -> int:
                   "excerpts nor the question",
                   f"adversarial (cat 5): {dont_know_adv}/{answered_adv} "
                   f"({100 * dont_know_adv / max(1, answered_adv):.1f} %) say they do not know and cite nothing",
-                  f"time to first token: p50 {statistics.median(ttft) if ttft else float('nan'):.2f} s"]
+                  f"time to first token: p50 {statistics.median(ttft) if ttft else float('nan'):.2f} s "
+                  f"to the first shown word, {statistics.median(model_ttft) if model_ttft else float('nan'):.2f} s "
+                  f"to the model's first token; whole answer p50 {statistics.median(seconds):.2f} s",
+                  "statuses: " + ", ".join(f"{k or '?'} {v}" for k, v in sorted(statuses.items()))]
         for question, answer in bad_examples:
             lines.append(f"- unsupported? {question!r} -> {answer!r}")
     print("\n".join(lines))

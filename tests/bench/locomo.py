@@ -103,7 +103,17 @@ CONTENT = re.compile(r"[a-z0-9]+")
 GLUE = frozenset("""a an the and or but of to in on at for with by from is are was were be been it its
 that this these those i you he she they we me him her them my your his their our as so not no yes do did
 does have has had will would can could about into over than then there here what when where who which how
-memory has your because lot lots said says im ive its youre theyre hey wow yes""".split())
+memory has your because lot lots said says im ive its youre theyre hey wow yes shes hes theyve weve
+youve ill youll hell shell id""".split())
+
+
+def crude_stem(word: str) -> str:
+    """Inflections alike (loved / love, experiences / experience), independent of Mneme's own check."""
+    for suffix in ("ing", "ed", "es", "s", "d", "ly"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            word = word[:-len(suffix)]
+            break
+    return word.rstrip("e")
 
 
 def unsupported(answer: dict, question: str) -> bool:
@@ -112,10 +122,11 @@ def unsupported(answer: dict, question: str) -> bool:
     text = re.sub(r"\[\d+\]", " ", answer["answer"])
     cited = " ".join(c.get("text", "") + " " + c.get("speaker", "") + " " + (c.get("time") or "")
                      + " " + c.get("when", "") for c in answer["citations"]).lower()
+    cited, text = (re.sub(r"['\u2019]", "", x) for x in (cited, text))  # can't = cant on both sides
     allowed = set(CONTENT.findall(cited)) | set(CONTENT.findall(question.lower()))
-    prefixes = {w[:max(4, len(w) - 3)] for w in allowed}  # inflections: raised / raise, loved / love
-    words = [w for w in CONTENT.findall(text.lower().replace("'", "")) if w not in GLUE and len(w) > 2]
-    return any(w not in allowed and w[:max(4, len(w) - 3)] not in prefixes for w in words)
+    stems = {crude_stem(w) for w in allowed}
+    words = [w for w in CONTENT.findall(text.lower()) if w not in GLUE and len(w) > 2]
+    return any(w not in allowed and crude_stem(w) not in stems for w in words)
 
 
 def check_rates(samples: list[dict], seed: int = 0) -> str:
@@ -166,6 +177,8 @@ def main() -> int:
     ap.add_argument("--model", help="a GGUF for the answers (default: the setting)")
     ap.add_argument("--limit-questions", type=int, help="first N questions of each conversation")
     ap.add_argument("--every", type=int, help="every Nth question of each conversation (all categories)")
+    ap.add_argument("--rescore", action="store_true",
+                    help="score the answers saved in --keep DIR again, asking nothing")
     ap.add_argument("--check", action="store_true", help="only measure the support check (no model)")
     args = ap.parse_args()
     samples = json.loads(Path(args.data).read_text())
@@ -174,6 +187,8 @@ def main() -> int:
     if args.check:
         print(check_rates(samples))
         return 0
+    if args.rescore and not args.keep:
+        raise SystemExit("--rescore needs --keep DIR, the folder of an earlier run")
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="mneme-locomo-"))
     work.mkdir(parents=True, exist_ok=True)
     rec = {k: defaultdict(list) for k in (5, 10)}
@@ -185,16 +200,21 @@ def main() -> int:
         sid = sample["sample_id"]
         home = work / sid
         data = work / f"{sid}.jsonl"
-        data.write_text("".join(json.dumps(r) + "\n" for r in to_jsonl(sample)))
-        mneme(home, "import", "chats", str(data), "--format", "jsonl")
         qa = sample["qa"][:args.limit_questions] if args.limit_questions else sample["qa"]
         qa = qa[::args.every] if args.every else qa
         retr = [q for q in qa if q["category"] != 5]
         qfile = work / f"{sid}-search.jsonl"
-        qfile.write_text("".join(json.dumps({"query": q["question"]}) + "\n" for q in retr))
-        t = time.perf_counter()
-        out = mneme(home, "search", "--batch", str(qfile), "--json", "--limit", "25")
-        search_ms.append((time.perf_counter() - t) * 1000 / max(1, len(retr)))
+        if args.rescore:
+            saved = work / f"{sid}-hits.jsonl"
+            out = saved.read_text() if saved.exists() else ""  # older runs kept no hits
+        else:
+            data.write_text("".join(json.dumps(r) + "\n" for r in to_jsonl(sample)))
+            mneme(home, "import", "chats", str(data), "--format", "jsonl")
+            qfile.write_text("".join(json.dumps({"query": q["question"]}) + "\n" for q in retr))
+            t = time.perf_counter()
+            out = mneme(home, "search", "--batch", str(qfile), "--json", "--limit", "25")
+            search_ms.append((time.perf_counter() - t) * 1000 / max(1, len(retr)))
+            (work / f"{sid}-hits.jsonl").write_text(out)
         for q, line in zip(retr, out.splitlines()):
             hits = json.loads(line)["hits"]
             for k in (5, 10):
@@ -204,8 +224,11 @@ def main() -> int:
         afile = work / f"{sid}-ask.jsonl"
         afile.write_text("".join(json.dumps({"question": q["question"]}) + "\n" for q in qa))
         extra = ["--model", args.model] if args.model else []
-        out = mneme(home, "ask", "--batch", str(afile), "--json", *extra)
-        (work / f"{sid}-answers.jsonl").write_text(out)
+        if args.rescore:
+            out = (work / f"{sid}-answers.jsonl").read_text()
+        else:
+            out = mneme(home, "ask", "--batch", str(afile), "--json", *extra)
+            (work / f"{sid}-answers.jsonl").write_text(out)
         for q, line in zip(qa, out.splitlines()):
             a = json.loads(line)
             if a.get("first_token_s") is not None:
@@ -226,7 +249,7 @@ def main() -> int:
                 shown += 1
                 if unsupported(a, q["question"]):
                     bad += 1
-                    if len(bad_examples) < 8:
+                    if len(bad_examples) < 20:
                         bad_examples.append((q["question"], a["answer"]))
     lines = [f"### LoCoMo dev ({', '.join(s['sample_id'] for s in samples)}) — "
              f"{datetime.now(timezone.utc):%Y-%m-%d}, {platform.node()} ({os.cpu_count()} cores)",
@@ -234,10 +257,10 @@ def main() -> int:
              "|---|---|---|---|" + ("---|" if args.answers else "")]
     allq5, allq10 = [], []
     for cat in (1, 2, 3, 4):
-        r5, r10 = rec[5][cat], rec[10][cat]
+        r5, r10 = rec[5][cat] or [float("nan")], rec[10][cat] or [float("nan")]
         allq5 += r5
         allq10 += r10
-        row = f"| {cat} {CATEGORIES[cat]} | {len(r5)} | {statistics.mean(r5):.3f} | {statistics.mean(r10):.3f} |"
+        row = f"| {cat} {CATEGORIES[cat]} | {len(rec[5][cat])} | {statistics.mean(r5):.3f} | {statistics.mean(r10):.3f} |"
         if args.answers:
             row += f" {statistics.mean(f1[cat]):.3f} |"
         lines.append(row)
@@ -245,7 +268,7 @@ def main() -> int:
     if args.answers:
         row += f" {statistics.mean([x for c in (1, 2, 3, 4) for x in f1[c]]):.3f} |"
     lines.append(row)
-    lines.append(f"\nsearch: {statistics.median(search_ms):.1f} ms a question (mean over a batch run, "
+    lines.append(f"\nsearch: {statistics.median(search_ms) if search_ms else float('nan'):.1f} ms a question (mean over a batch run, "
                  "model-free, process start included)")
     if args.answers:
         lines += [f"answers: {shown} shown with citations; {bad} of them "

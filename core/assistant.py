@@ -233,8 +233,7 @@ class Assistant:
             parts.append(piece)
             answer.tokens += 1
             pending += piece
-            *done, pending = support.SENTENCE_END.split(pending) if support.SENTENCE_END.search(pending) \
-                else [pending]
+            *done, pending = support.split_sentences(pending)
             for claim in done:
                 settle(claim)
         answer.cancelled = cancel.is_set()

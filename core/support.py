@@ -17,6 +17,24 @@ from dataclasses import dataclass, field
 WORD = re.compile(r"[^\W_](?:[\w'’.\-]*[^\W_])?", re.UNICODE)
 CITE = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
 SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|\n+")
+# A full stop after these is not a sentence's end ("Dr. Patel", "St. Mary's", "J. Smith").
+ABBREVIATIONS = frozenset("""dr mr mrs ms mx prof st jr sr vs etc approx dept ave mt inc ltd co
+e.g i.e a.m p.m cf fig""".split())
+
+
+def split_sentences(text: str) -> list[str]:
+    """*text* cut at sentence ends (the pieces keep their punctuation; the last may be unfinished)."""
+    pieces, start = [], 0
+    for m in SENTENCE_END.finditer(text):
+        before = text[start:m.start()]
+        word = before.rsplit(None, 1)[-1] if before.split() else ""
+        if "\n" not in m.group() and word.endswith(".") and (
+                word[:-1].lower().lstrip("(\"'") in ABBREVIATIONS or re.fullmatch(r"[A-Z]\.", word)):
+            continue
+        pieces.append(before)
+        start = m.end()
+    pieces.append(text[start:])
+    return pieces
 # Glue that carries no claim of its own (it is checked through the words around it).
 GLUE = frozenset("""a about above after again against all also am an and any are as at be because
 been before being below between both but by can could did do does doing done down during each even
@@ -105,7 +123,7 @@ class Verdict:
 
 def claims(answer: str) -> list[str]:
     """An answer cut into its sentences (each a claim)."""
-    return [c.strip() for c in SENTENCE_END.split(answer.strip()) if c and c.strip()]
+    return [c.strip() for c in split_sentences(answer.strip()) if c and c.strip()]
 
 
 def cited(claim: str) -> list[int]:

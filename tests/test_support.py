@@ -44,3 +44,13 @@ def test_relative_dates_resolve_against_the_moment_they_were_said():
     assert "(Saturday 21 February 2026)" in reltime.resolve("two weeks ago", said)
     assert "(February 2026)" in reltime.resolve("last month", said)
     assert reltime.resolve("on Monday we meet", said) == "on Monday we meet"  # ambiguous: left alone
+
+
+def test_a_title_or_an_initial_does_not_end_the_sentence():
+    from mneme.core.support import best_sentence, claims
+
+    text = "Reminder: your appointment with Dr. Patel is on 20 March at 15:30. Parking is free."
+    assert claims(text)[0] == "Reminder: your appointment with Dr. Patel is on 20 March at 15:30."
+    sentence, _ = best_sentence(text, "When is my appointment with the doctor?")
+    assert sentence.endswith("15:30.")
+    assert claims("J. Smith signed it. Then he left.") == ["J. Smith signed it.", "Then he left."]

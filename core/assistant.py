@@ -207,23 +207,38 @@ class Assistant:
         kept: list[support.Verdict] = []
         pending = ""
 
+        def judge(claim: str) -> tuple[support.Verdict, str]:
+            """The check's verdict on *claim*, and why it may not be shown ("" when it may)."""
+            verdict = support.check_answer(claim, evidence, answer.question)[0]
+            if not verdict.supported:
+                return verdict, verdict.reason
+            if not all(self._about_asked(answer.context[i], answer) for i in verdict.sources):
+                return verdict, "said by someone other than the person asked about"
+            about = " ".join([claim, *(f"{answer.context[i].speaker} {_quote(answer.context[i], claim)}"
+                                       for i in verdict.sources)])
+            if support.coverage(answer.question, about) < RELEVANCE_MIN:
+                return verdict, "true to memory but not about the question"
+            return verdict, ""
+
         def settle(claim: str) -> None:
             claim = claim.strip()
             if not claim or support.DONT_KNOW.search(claim):
                 return
-            verdict = support.check_answer(claim, evidence, answer.question)[0]
-            about = " ".join([claim, *(f"{answer.context[i].speaker} {_quote(answer.context[i], claim)}"
-                                       for i in verdict.sources)])
-            if verdict.supported and not all(self._about_asked(answer.context[i], answer) for i in verdict.sources):
-                answer.dropped.append(f"{claim} — said by someone other than the person asked about")
-            elif verdict.supported and support.coverage(answer.question, about) < RELEVANCE_MIN:
-                answer.dropped.append(f"{claim} — true to memory but not about the question")
-            elif verdict.supported:
-                text = self._with_citations(claim, verdict)
-                kept.append(support.Verdict(text, True, [], verdict.sources, verdict.from_memory))
-                show((" " if len(kept) > 1 else "") + text)
-            else:
-                answer.dropped.append(f"{claim} — {verdict.reason}")
+            verdict, why_not = judge(claim)
+            if why_not:
+                answer.dropped.append(f"{claim} — {why_not}")
+                # A small model runs on past what it read ("20 March at 15:30, bring the salad"):
+                # the longest leading part, cut at a comma, that passes the check on its own is shown.
+                clauses = re.split(r",\s+", support.CITE.sub("", claim).strip().rstrip(".!?"))
+                for k in range(len(clauses) - 1, 0, -1):
+                    verdict, why_not = judge(", ".join(clauses[:k]))
+                    if not why_not:
+                        break
+                if why_not:
+                    return
+            text = self._with_citations(verdict.claim, verdict)
+            kept.append(support.Verdict(text, True, [], verdict.sources, verdict.from_memory))
+            show((" " if len(kept) > 1 else "") + text)
 
         started = time.perf_counter()
         parts = []

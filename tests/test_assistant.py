@@ -73,6 +73,20 @@ def test_an_invented_number_is_dropped_and_memory_is_quoted_instead(open_mem):
     assert [c.source_ids for c in answer.citations] == [[3]]
 
 
+def test_a_backed_leading_part_is_kept_and_the_run_on_is_dropped(open_mem):
+    mem = open_mem()
+    fill(mem)
+    answer = Assistant(mem, ScriptedLLM("The plumber can come on Friday morning, with 3 spare boilers [3].")).ask(
+        "when can the plumber come?")
+    assert answer.status == "answered" and "Friday morning" in answer.text
+    assert "boilers" not in answer.text and "boilers" in answer.dropped[0]
+    assert [c.source_ids for c in answer.citations] == [[3]]
+    # with nothing backed in front of it, the run-on sentence is not cut into a different claim
+    answer = Assistant(mem, ScriptedLLM("Three spare boilers, on Friday morning [3].")).ask(
+        "when can the plumber come?")
+    assert "boilers" not in answer.text and answer.status == "quoted"
+
+
 def test_an_invented_excerpt_line_never_reaches_the_answer(open_mem):
     mem = open_mem()
     fill(mem)

@@ -157,6 +157,19 @@ def pack_context(hits: Sequence[Hit], llm: LLM, budget_tokens: int,
     return "\n".join(lines), cites
 
 
+GREETING = r"(?:hey|hi|hello|thanks|thank you|thx|yeah|yes|yep|no|wow|oh|ok|okay|sure|congrats|dear|aw+)"
+
+
+def mentions(text: str, person: str) -> bool:
+    """*text* speaks of *person*, not only to them: "Thanks, Caroline!" or "…, Caroline." is who
+    it is said to, and says nothing about her."""
+    name = re.escape(person)
+    spoken_to = (rf"(?:^|[.!?]\s+|\b{GREETING}[,!]?\s+){name}\s*[,!?.]"  # "Hey Caroline," "Thanks, Caroline!"
+                 rf"|,\s*{name}\s*(?:[!?.]|$)")                          # "…, Caroline."
+    rest = re.sub(spoken_to, " ", text, flags=re.IGNORECASE)
+    return bool(re.search(rf"\b{name}\b", rest, re.IGNORECASE))
+
+
 def cited_numbers(text: str, available: int) -> list[int]:
     return [n for n in support.cited(text) if 1 <= n <= available]
 
@@ -214,8 +227,10 @@ class Assistant:
                 return verdict, verdict.reason
             if not all(self._about_asked(answer.context[i], answer) for i in verdict.sources):
                 return verdict, "said by someone other than the person asked about"
-            about = " ".join([claim, *(f"{answer.context[i].speaker} {_quote(answer.context[i], claim)}"
-                                       for i in verdict.sources)])
+            # Whether it speaks of the question is judged on what backs it, not on the claim: a
+            # claim that restates the question ("Grandpa's gift to Caroline was…") would cover it.
+            about = " ".join(f"{answer.context[i].speaker} {_quote(answer.context[i], claim)}"
+                             for i in verdict.sources)
             if support.coverage(answer.question, about) < RELEVANCE_MIN:
                 return verdict, "true to memory but not about the question"
             return verdict, ""
@@ -271,16 +286,16 @@ class Assistant:
             return
         self._fallback(answer, show)
 
-    @staticmethod
-    def _about_asked(c: Citation, answer: Answer) -> bool:
+    def _about_asked(self, c: Citation, answer: Answer) -> bool:
         """A question about one person ("What did Caroline realise…?") is answered only by what that
-        person said or what mentions them, not by what someone else said of themselves."""
-        speakers = {x.speaker for x in answer.context if x.speaker}
+        person said or what mentions them, not by what someone else said of themselves. The person
+        is anyone who has said something in memory, not only in the excerpts found."""
+        speakers = {x.speaker for x in answer.context if x.speaker} | set(self.memory.store.speakers())
         named = [s for s in speakers if re.search(rf"\b{re.escape(s)}\b", answer.question, re.IGNORECASE)]
         if len(named) != 1:
             return True
         person = named[0]
-        return c.speaker == person or bool(re.search(rf"\b{re.escape(person)}\b", c.text, re.IGNORECASE))
+        return c.speaker == person or mentions(c.text, person)
 
     def _with_citations(self, claim: str, verdict: support.Verdict) -> str:
         """The claim with exactly the citation numbers of the excerpts that back it."""
@@ -299,7 +314,7 @@ class Assistant:
             if not self._about_asked(c, answer):
                 continue
             # Who said it counts too: "What did Caroline research?" is answered by Caroline's words.
-            sentence, share = support.best_sentence(c.text, answer.question, context=c.speaker)
+            sentence, share = support.best_sentence(c.text, answer.question, context=c.speaker, statements=True)
             if best is None or share > best[2]:
                 best = (c, sentence, share)
         if best is None or best[2] < QUOTE_MIN_SHARE:

@@ -238,11 +238,15 @@ def coverage(question: str, text: str) -> float:
     return sum(1 for s in want if s in e.stems or s in e.numbers or s in e.lower) / len(want)
 
 
-def best_sentence(text: str, question: str, context: str = "") -> tuple[str, float]:
+def best_sentence(text: str, question: str, context: str = "",
+                  statements: bool = False) -> tuple[str, float]:
     """The sentence of *text* that covers most of the question (with *context*, e.g. who said
-    it, counted for every sentence), and that coverage."""
+    it, counted for every sentence), and that coverage. With *statements*, a sentence that is
+    itself a question is passed over: it asks, it does not answer."""
     best, score = text.strip(), -1.0
     for sentence in claims(text) or [text]:
+        if statements and sentence.rstrip(" \"'”)").endswith("?"):
+            continue
         share = coverage(question, f"{context} {sentence}")
         if share > score:
             best, score = sentence.strip(), share

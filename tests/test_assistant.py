@@ -128,6 +128,36 @@ def test_what_one_person_said_does_not_answer_a_question_about_another(open_mem)
     assert "self-care" in same.text and [c.source_ids for c in same.citations] == [[1]]
 
 
+def test_a_message_said_to_someone_is_not_about_them(open_mem):
+    mem = open_mem()
+    mem.import_messages([msg(1, "Thanks, Caroline! Running has been great for clearing my mind.", speaker="Melanie",
+                             conv="C"),
+                         msg(2, "Caroline told me running is her therapy now.", speaker="Jo", conv="C", t=T0),
+                         msg(3, "I painted a lake at sunrise", speaker="Caroline", conv="D", t=T0 + 60)])
+    question = "What does Caroline say running has been great for?"
+    answer = Assistant(mem, ScriptedLLM("Running has been great for clearing my mind [1].")).ask(question)
+    assert "clearing" not in answer.text and any("someone other than" in d for d in answer.dropped)
+    about = Assistant(mem, ScriptedLLM("Running is her therapy now.")).ask(question)
+    assert "therapy" in about.text and [c.source_ids for c in about.citations] == [[2]]  # it names her
+
+
+def test_a_claim_that_restates_the_question_around_memory_words_is_not_an_answer(open_mem):
+    mem = open_mem()
+    mem.import_messages([msg(1, "I'm building a bookcase for the kids' books and toys.", speaker="Caroline", conv="C")])
+    answer = Assistant(mem, ScriptedLLM("Grandpa's gift to Caroline was a bookcase of books and toys [1].")).ask(
+        "What was grandpa's gift to Caroline?")
+    assert "bookcase" not in answer.text and answer.citations == []
+    assert any("not about the question" in d for d in answer.dropped)
+
+
+def test_a_question_in_memory_is_not_quoted_as_the_answer(open_mem):
+    mem = open_mem()
+    mem.import_messages([msg(1, "Wow, it looks great! What made you pick the furniture and decor?", speaker="Jon",
+                             conv="C")])
+    answer = Assistant(mem, ScriptedLLM("I don't know.")).ask("What made Jon pick the furniture and decor?")
+    assert answer.status == "unknown" and answer.citations == []
+
+
 def test_dont_know_has_no_citations(open_mem):
     mem = open_mem()
     fill(mem)

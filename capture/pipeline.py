@@ -237,15 +237,17 @@ class CapturePipeline:
         if self._screen is None:
             self._screen = self.screen_factory()
         active = self.desktop.active()
-        hidden = [w.rect for w in self.desktop.visible() if self.exclusions.excluded(w)]
-        if self.exclusions.excluded(active) and active.rect not in hidden:
-            hidden.append(active.rect)
+        windows = self.desktop.visible()  # bottom to top
+        stack = [(w.rect, self.exclusions.excluded(w)) for w in windows]
+        if self.exclusions.excluded(active) and active.id not in {w.id for w in windows}:
+            stack.append((active.rect, True))  # not listed (no window manager): the active one is on top
+        hidden = any(hide for _, hide in stack)
         window = None if self.exclusions.excluded(active) else active
         now = time.time()
         queued = 0
         for mon in self._screen.monitors():
             rgb = self._screen.grab(mon)
-            masked = mask(rgb, hidden, (mon.left, mon.top))
+            masked = mask(rgb, stack, (mon.left, mon.top))
             self.stats.masked += masked
             small, changed = self.detector.compare(mon.index, rgb)
             last, self._last_small[mon.index] = self._last_small.get(mon.index), small

@@ -103,3 +103,56 @@ def test_the_app_applies_saved_settings_to_running_capture_and_shows_a_dead_one(
     c.restart_capture()
     assert c.capture.state == "running" and c.capture_problem() is None
     c.shutdown()
+
+
+def test_a_dead_ocr_worker_stops_capture_visibly_and_restart_mends_it(open_mem, caplog):
+    """Tesseract gone while capturing: frames would queue and never be stored. The OCR worker's
+    death shows as the capture's error, with how to fix it, and a restart captures again."""
+    from mneme.capture.service import status
+    from tests.test_capture_units import FakeScreen
+
+    mem = open_mem()
+    mem.config.set("capture_consent", True)
+    broken = True
+
+    def ocr(rgb, offset):
+        if broken:
+            raise RuntimeError("tesseract is not installed")
+        return line_ocr(rgb, offset)
+
+    svc = CaptureService(mem, FakeDesktop, lambda: FakeScreen(frames(50)), interval=0.05, idle_after=0, ocr_fn=ocr)
+    svc.start()
+    assert wait_for(lambda: svc.state == "failed"), "the OCR worker died and capture went on storing nothing"
+    assert "reading text from the screen failed" in svc.error and "tesseract is not installed" in svc.error
+    assert "tesseract --version" in svc.hint
+    shown = status(mem.config, svc, svc.pipeline.pause)
+    assert shown.state == "error" and "tesseract is not installed" in shown.text and shown.hint == svc.hint
+    assert any("the OCR worker stopped" in r.message for r in caplog.records)
+    assert mem.store.frame_usage()[0] == 0
+    broken = False
+    svc.restart()
+    assert svc.state == "running" and svc.error is None
+    assert wait_for(lambda: mem.store.frame_usage()[0] > 0)
+    assert status(mem.config, svc, svc.pipeline.pause).state == "capturing"
+    svc.close()
+
+
+def test_a_capture_that_cannot_start_says_why_and_starts_once_the_setting_is_fixed(open_mem):
+    from mneme.capture.service import status
+    from mneme.core.errors import UserError
+    from mneme.core.pause import PauseState
+
+    mem = open_mem()
+    mem.config.set("capture_consent", True)
+    mem.config.set("excluded_titles", ["(unclosed"])  # written by hand into config.json
+    svc = service(mem, FakeDesktop())
+    with pytest.raises(UserError):
+        svc.start()
+    shown = status(mem.config, svc, PauseState(mem.home))
+    assert shown.state == "error" and "excluded title pattern" in shown.text
+    assert "excluded_titles" in shown.hint and "restart capture" in shown.hint
+    mem.config.set("excluded_titles", ["(closed)"])
+    svc.restart()
+    assert svc.state == "running"
+    assert wait_for(lambda: mem.store.frame_usage()[0] > 0)
+    svc.close()

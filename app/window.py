@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from mneme.app.qt import (QAction, QColor, QFileDialog, QIcon, QLineEdit, QListWidget,
                           QMainWindow, QMenu, QPainter, QPixmap, QProgressDialog, QSystemTrayIcon, Qt,
-                          QTabWidget, QVBoxLayout, QWidget, QGuiApplication, QListWidgetItem)
+                          QTabWidget, QVBoxLayout, QWidget, QGuiApplication, QListWidgetItem, QLabel,
+                          QKeySequence)
 from mneme.app.tasks import Latest
-from mneme.app.views import AskView, SearchView, SettingsView, TimelineView, when
+from mneme.app.settings import SettingsView
+from mneme.app.views import AskView, SearchView, TimelineView, when
 
 
 def app_icon(paused: bool = False) -> QIcon:
@@ -51,9 +53,20 @@ class MainWindow(QMainWindow):
             action.triggered.connect(slot)
             menu.addAction(action)
         quit_action = QAction("Quit", self)
+        quit_action.setShortcut(QKeySequence.Quit)
         quit_action.triggered.connect(controller.quit)
         menu.addAction(quit_action)
+        self.capture_label = QLabel()  # the capture state, always in view
+        self.capture_label.linkActivated.connect(controller.capture_link)
+        self.statusBar().addPermanentWidget(self.capture_label)
         self.statusBar().showMessage(controller.status_text())
+        self.refresh_capture()
+
+    def refresh_capture(self) -> None:
+        shown = self.c.capture_status_html()
+        self.capture_label.setText(shown)
+        self.capture_label.setToolTip(self.c.capture_status().hint)
+        self.settings.refresh_capture()
 
     def _tab_changed(self, i: int) -> None:
         if self.tabs.widget(i) is self.timeline:
@@ -205,8 +218,13 @@ class Tray:
         self.c = controller
         self.menu = QMenu()
         self.actions = {}
+        self.state = QAction("", self.menu)  # what capture is doing, as a line of the menu
+        self.state.setEnabled(False)
+        self.menu.addAction(self.state)
         for key, text, slot in (("open", "Open Mneme", lambda: controller.window().show_tab("Ask")),
                                 ("recall", "Recall…", controller.recall),
+                                ("capture_on", "Turn capture on", lambda: controller.set_capture(True)),
+                                ("capture_off", "Turn capture off", lambda: controller.set_capture(False)),
                                 ("pause", "Pause capture", lambda: controller.pause(None)),
                                 ("pause15", "Pause for 15 minutes", lambda: controller.pause(15 * 60)),
                                 ("pause60", "Pause for 1 hour", lambda: controller.pause(3600)),
@@ -226,16 +244,21 @@ class Tray:
         self.refresh()
 
     def refresh(self) -> None:
-        paused = self.c.capture_paused()
+        """The menu offers what fits the real capture state; the tooltip says it, with the fix."""
+        st = self.c.capture_status()
+        on = self.c.memory.config["capture_consent"]
+        paused = self.c.capture_paused()  # home-wide: a `mneme capture` in a terminal obeys it too
         for key in ("pause", "pause15", "pause60"):
             self.actions[key].setVisible(not paused)
         self.actions["resume"].setVisible(paused)
-        problem = self.c.capture_problem()
-        self.tooltip = (f"Mneme — {problem}; restart it from this menu" if problem else
-                        "Mneme — capture paused" if paused else "Mneme — remembering")
-        if "restart" in self.actions:
-            self.actions["restart"].setVisible(problem is not None)
-        self.paused_icon = paused
+        self.actions["capture_on"].setVisible(not on)
+        self.actions["capture_off"].setVisible(on)
+        self.actions["restart"].setVisible(st.state == "error" or (on and st.state == "off"))
+        self.state.setText(st.text)
+        self.tooltip = f"Mneme — {st.text}" + (f"; {st.hint}" if st.state == "error" and st.hint else "")
+        if paused and st.state != "paused":
+            self.tooltip += "; capture paused"
+        self.grey_icon = st.state != "capturing"
         if self.icon is not None:
-            self.icon.setIcon(app_icon(paused))
+            self.icon.setIcon(app_icon(self.grey_icon))
             self.icon.setToolTip(self.tooltip)

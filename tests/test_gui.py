@@ -177,29 +177,48 @@ def test_timeline_navigation_copy_and_forget(controller, qtbot):
     assert controller.memory.store.frame_usage()[0] == 0 and "No frames" in view.image.text()
 
 
-def test_settings_round_trip_and_bad_value(controller, qtbot):
+def test_settings_round_trip_and_bad_values_named_beside_their_fields(controller, qtbot):
     from mneme.core.config import Config
 
     view = controller.window().settings
     view.interval.setValue(7.5)
     view.apps.setText("keepassxc, secretapp")
+    view.titles.setPlainText("(?i)bank, private\nBudget a{1,3}")  # one pattern a line: commas are theirs
     qtbot.mouseClick(view.save_button, Qt.LeftButton)
     saved = Config.load(controller.memory.layout.config)
     assert saved["capture_interval"] == 7.5 and saved["excluded_apps"] == ["keepassxc", "secretapp"]
+    assert saved["excluded_titles"] == ["(?i)bank, private", "Budget a{1,3}"]
+    assert view.saved.text() == "Saved."
+    view.interval.setValue(12)
+    view.titles.setPlainText("fine\n(unclosed")
+    view.hotkey.setText("<ctrl>+<alt>+spacebar")
     view.model.setText("/nonexistent/model.gguf")
     qtbot.mouseClick(view.save_button, Qt.LeftButton)
-    assert "does not exist" in controller.errors[-1].message
-    assert Config.load(controller.memory.layout.config)["model_path"] == ""
+    assert view.saved.text().startswith("Not saved")
+    for name, words in (("excluded_titles", "line 2, '(unclosed': not a valid regular expression"),
+                        ("hotkey", "spacebar"), ("model_path", "does not exist")):
+        assert view.errors[name].isVisibleTo(view) and words in view.errors[name].text(), name
+    assert not view.errors["capture_interval"].isVisibleTo(view)
+    saved = Config.load(controller.memory.layout.config)  # nothing saved, not even the good field
+    assert saved["capture_interval"] == 7.5 and saved["model_path"] == "" and saved["hotkey"] == "<ctrl>+<alt>+<space>"
+    assert controller.memory.config["capture_interval"] == 7.5
+    view.titles.setPlainText("fine")
+    view.hotkey.setText("<ctrl>+<shift>+k")
+    view.model.setText("")
+    qtbot.mouseClick(view.save_button, Qt.LeftButton)
+    assert view.saved.text() == "Saved." and not any(e.isVisibleTo(view) for e in view.errors.values())
+    saved = Config.load(controller.memory.layout.config)
+    assert saved["capture_interval"] == 12 and saved["hotkey"] == "<ctrl>+<shift>+k"
 
 
 def test_tray_pause_and_resume(controller):
     tray = controller.tray
-    assert not tray.paused_icon and tray.actions["pause"].isVisible() is not False
+    assert tray.actions["pause"].isVisible() and not tray.actions["resume"].isVisible()
     tray.actions["pause15"].trigger()
-    assert controller.capture_paused() and tray.paused_icon and "paused" in tray.tooltip
-    assert tray.actions["resume"].isVisible() or not tray.actions["pause"].isVisible()
+    assert controller.capture_paused() and "paused" in tray.tooltip
+    assert tray.actions["resume"].isVisible() and not tray.actions["pause"].isVisible()
     tray.actions["resume"].trigger()
-    assert not controller.capture_paused() and not tray.paused_icon
+    assert not controller.capture_paused() and tray.actions["pause"].isVisible()
 
 
 def test_overlay_types_searches_and_escapes(controller, qtbot):

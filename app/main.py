@@ -186,6 +186,8 @@ class Controller(QObject):
         else:
             note = None
             self.stop_capture()
+        if self._window is not None:  # the switch in Settings follows the tray's
+            self._window.settings.capture_on.setChecked(on)
         self.capture_changed()
         return note
 

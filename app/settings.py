@@ -122,7 +122,6 @@ class SettingsView(QWidget):
     def refresh_capture(self) -> None:
         """The capture state beside the switch, with what to do when it is not capturing."""
         self.capture_state.setText(self.c.capture_status_html())
-        self.capture_on.setChecked(self.c.memory.config["capture_consent"])
 
     def entered(self) -> dict:
         return {"capture_consent": self.capture_on.isChecked(),

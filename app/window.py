@@ -5,7 +5,7 @@ from __future__ import annotations
 from mneme.app.qt import (QAction, QColor, QFileDialog, QIcon, QLineEdit, QListWidget,
                           QMainWindow, QMenu, QPainter, QPixmap, QProgressDialog, QSystemTrayIcon, Qt,
                           QTabWidget, QVBoxLayout, QWidget, QGuiApplication, QListWidgetItem, QLabel,
-                          QKeySequence)
+                          QKeySequence, QMessageBox)
 from mneme.app.tasks import Latest
 from mneme.app.settings import SettingsView
 from mneme.app.views import AskView, SearchView, TimelineView, when
@@ -60,6 +60,8 @@ class MainWindow(QMainWindow):
         self.capture_label.linkActivated.connect(controller.capture_link)
         self.statusBar().addPermanentWidget(self.capture_label)
         self.statusBar().showMessage(controller.status_text())
+        self._told_tray = False
+        self.close_box = None
         self.refresh_capture()
 
     def refresh_capture(self) -> None:
@@ -131,12 +133,43 @@ class MainWindow(QMainWindow):
             self.c.memory, path, passphrase, progress=task.progress.emit, cancel=task.cancel),
             lambda r: f"Imported {r['added']} items ({r['duplicates']} already there).")
 
-    def closeEvent(self, event) -> None:  # closing the window keeps Mneme in the tray
+    def closeEvent(self, event) -> None:
+        """With a tray, closing hides the window (Mneme goes on in the tray, and says so once).
+        Without one (a stock GNOME session), a hidden Mneme would go on capturing with nothing on
+        screen: ask whether to quit or keep the window, minimised, and say how to quit later."""
         if self.c.tray_available():
             event.ignore()
             self.hide()
-        else:
-            event.accept()
+            if not self._told_tray:
+                self._told_tray = True
+                self.c.tray.icon.showMessage("Mneme is still running", "It goes on in the tray. Quit from "
+                                             "the tray menu, or File › Quit (Ctrl+Q).")
+            return
+        choice = self.ask_close()
+        event.ignore()
+        if choice == "quit":
+            self.c.quit()
+        elif choice == "minimise":
+            self.showMinimized()
+
+    def ask_close(self) -> str:
+        """'quit', 'minimise' or 'cancel'."""
+        capturing = self.c.capture_status().state == "capturing"
+        box = self.close_box = QMessageBox(QMessageBox.Question, "Close Mneme?",
+                                           "There is no system tray on this desktop, so Mneme cannot hide in it.",
+                                           parent=self)
+        box.setInformativeText(("Mneme is capturing your screen. " if capturing else "")
+                               + "Quit stops Mneme" + (" and its capture" if capturing else "") + ". "
+                               "Keep running leaves this window minimised in the taskbar; quit later with "
+                               "File › Quit or Ctrl+Q.")
+        quit_button = box.addButton("Quit Mneme", QMessageBox.DestructiveRole)
+        keep = box.addButton("Keep running", QMessageBox.AcceptRole)
+        box.addButton(QMessageBox.Cancel)
+        box.setDefaultButton(keep)
+        box.exec()
+        clicked = box.clickedButton()
+        self.close_box = None
+        return "quit" if clicked is quit_button else "minimise" if clicked is keep else "cancel"
 
 
 class RecallOverlay(QWidget):

@@ -348,3 +348,37 @@ def test_source_view_shows_a_message_between_its_neighbours_in_time_order(contro
         view.show_source(mem, ids[shown])
         text = view.toPlainText()
         assert text.index("first") < text.index("second") < text.index("third")
+
+
+def answer_when_shown(qtbot, get_box, button_text, seen):
+    """Click *button_text* on the dialog *get_box()* returns once it is shown (it runs its own loop)."""
+    from mneme.app.qt import QTimer
+
+    def attempt():
+        box = get_box()
+        if box is None or not box.isVisible():
+            QTimer.singleShot(50, attempt)
+            return
+        seen["text"] = box.text() + " " + box.informativeText()
+        next(b for b in box.buttons() if b.text().replace("&", "") == button_text).click()
+
+    QTimer.singleShot(50, attempt)
+
+
+@pytest.mark.parametrize("choice", ["Keep running", "Cancel", "Quit Mneme"])
+def test_closing_the_window_without_a_tray_asks_and_says_how_to_quit(controller, qtbot, choice):
+    from mneme.app.qt import QSystemTrayIcon
+
+    assert not QSystemTrayIcon.isSystemTrayAvailable()  # offscreen: no tray, as in a stock GNOME session
+    window = controller.window()
+    window.show()
+    qtbot.waitExposed(window)
+    seen = {}
+    answer_when_shown(qtbot, lambda: window.close_box, choice, seen)
+    window.close()
+    assert "no system tray" in seen["text"] and "File › Quit or Ctrl+Q" in seen["text"]
+    if choice == "Quit Mneme":
+        assert controller.memory._closed.is_set()
+    else:
+        assert window.isVisible() and not controller.memory._closed.is_set()
+        assert window.isMinimized() == (choice == "Keep running")

@@ -9,6 +9,7 @@ import threading
 import time
 from datetime import datetime, timedelta
 
+from mneme.app.results import ResultList, highlight, pixmap, when  # noqa: F401 (when, highlight: used by others)
 from mneme.app.tasks import Latest
 from mneme.app.qt import (QCheckBox, QComboBox, QDateEdit, QDoubleSpinBox, QFormLayout, QHBoxLayout,
                           QImage, QLabel, QLineEdit, QListWidget, QListWidgetItem, QPixmap,
@@ -17,23 +18,6 @@ from mneme.app.qt import (QCheckBox, QComboBox, QDateEdit, QDoubleSpinBox, QForm
                           QApplication, QIcon)
 
 STREAM_BATCH_MS = 50
-
-
-def when(ts: float) -> str:
-    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M")
-
-
-def highlight(text: str, query: str) -> str:
-    out = html.escape(text)
-    for word in sorted({w for w in re.findall(r"\w{2,}", query)}, key=len, reverse=True):
-        out = re.sub(rf"(?i)\b({re.escape(html.escape(word))})", r"<b>\1</b>", out)
-    return out
-
-
-def pixmap(data: bytes) -> QPixmap:
-    img = QImage()
-    img.loadFromData(data)
-    return QPixmap.fromImage(img)
 
 
 class SourceView(QTextBrowser):
@@ -82,15 +66,74 @@ def _linked(text: str, citations: list[dict]) -> str:
     return re.sub(r"\[(\d+)\]", link, html.escape(text))
 
 
+def answer_html(answer) -> str:
+    """A checked answer: its text with each [n] a link, then each source with the quote that backs
+    it, highlighted (the Ask view and the recall overlay show it alike)."""
+    cites = "".join(f'<li><a href="mneme://source/{c.source_ids[0]}">[{c.n}] {when(c.time)} · '
+                    f'{html.escape(" · ".join(p for p in (c.app, c.title, c.speaker) if p))}</a>'
+                    f'<br><span style="background:#fff3b0; color:#111">{html.escape(c.quote)}</span></li>'
+                    for c in answer.citations if c.source_ids)
+    links = [{"n": c.n, "source_ids": c.source_ids} for c in answer.citations]
+    return f"<p>{_linked(answer.text, links)}</p>" + (f"<h4>Sources</h4><ol>{cites}</ol>" if cites else "")
+
+
+class AnswerStream:
+    """Asks the assistant on a worker thread; the streamed text reaches *on_text* in ~50 ms batches
+    on the GUI thread, the checked answer *on_done*. One question at a time; ``stop`` cancels."""
+
+    def __init__(self, controller, parent, on_text, on_done, on_failed):
+        self.c, self.on_text, self.on_done, self.on_failed = controller, on_text, on_done, on_failed
+        self.task = None
+        self.text = ""
+        self._buffer: list[str] = []  # appended by the model worker, drained by the GUI thread
+        self._lock = threading.Lock()
+        self._timer = QTimer(parent, interval=STREAM_BATCH_MS)
+        self._timer.timeout.connect(self.flush)
+
+    def start(self, question: str) -> bool:
+        if self.task is not None:
+            return False
+        self.text = ""
+
+        def work(task):
+            return self.c.assistant().ask(question, on_token=self._take, cancel=task.cancel)
+
+        self.task = self.c.tasks.run(work, on_done=self._finished, on_failed=self._failed)
+        self._timer.start()
+        return True
+
+    def _take(self, text: str) -> None:  # on the model's worker thread
+        with self._lock:
+            self._buffer.append(text)
+
+    def flush(self) -> None:
+        with self._lock:
+            parts, self._buffer = self._buffer, []
+        if parts:
+            self.text += "".join(parts)
+            self.on_text(self.text)
+
+    def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel.set()
+
+    def _finished(self, answer) -> None:
+        self._timer.stop()
+        self.flush()
+        self.task = None
+        self.on_done(answer)
+
+    def _failed(self, exc, tb) -> None:
+        self._timer.stop()
+        self.task = None
+        self.on_failed(exc, tb)
+
+
 class AskView(QWidget):
     def __init__(self, controller):
         super().__init__()
         self.c = controller
-        self.task = None
-        self._buffer: list[str] = []  # appended by the model worker, drained by the GUI thread
-        self._buffer_lock = threading.Lock()
-        self._flush = QTimer(self, interval=STREAM_BATCH_MS)
-        self._flush.timeout.connect(self.flush)
+        self.stream = AnswerStream(controller, self, self.streamed, self.finished, self.failed)
         self.question = QLineEdit(placeholderText="Ask your memory… e.g. what did Anna say about the launch last week?")
         self.question.returnPressed.connect(self.ask)
         self.ask_button = QPushButton("Ask")
@@ -146,44 +189,26 @@ class AskView(QWidget):
         if not q or self.task is not None:
             return
         self.answer.setHtml("")
-        self._text = ""
+        self.source.setHtml("")  # not the previous question's source
         self.status.setText("Searching your memory…" if self.c.llm_loaded() else
                             "Loading the model (the first time), then searching your memory…")
         self.ask_button.setEnabled(False)
         self.stop_button.setEnabled(True)
+        self.stream.start(q)
 
-        def work(task):
-            return self.c.assistant().ask(q, on_token=self._take_token, cancel=task.cancel)
+    @property
+    def task(self):
+        return self.stream.task
 
-        self.task = self.c.tasks.run(work, on_done=self.finished, on_failed=self.failed)
-        self._flush.start()
-
-    def _take_token(self, text: str) -> None:  # on the model's worker thread
-        with self._buffer_lock:
-            self._buffer.append(text)
-
-    def flush(self) -> None:
-        with self._buffer_lock:
-            parts, self._buffer = self._buffer, []
-        if parts:
-            self._text += "".join(parts)
-            self.answer.setPlainText(self._text)
-            self.status.setText("Checking each sentence against your memory…")
+    def streamed(self, text: str) -> None:
+        self.answer.setPlainText(text)
+        self.status.setText("Checking each sentence against your memory…")
 
     def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel.set()
+        self.stream.stop()
 
     def finished(self, answer) -> None:
-        self._flush.stop()
-        self.flush()
-        cites = "".join(f'<li><a href="mneme://source/{c.source_ids[0]}">[{c.n}] {when(c.time)} · '
-                        f'{html.escape(" · ".join(p for p in (c.app, c.title, c.speaker) if p))}</a>'
-                        f'<br><span style="background:#fff3b0">{html.escape(c.quote)}</span></li>'
-                        for c in answer.citations)
-        links = [{"n": c.n, "source_ids": c.source_ids} for c in answer.citations]
-        self.answer.setHtml(f"<p>{_linked(answer.text, links)}</p>"
-                            + (f"<h4>Sources</h4><ol>{cites}</ol>" if cites else ""))
+        self.answer.setHtml(answer_html(answer))
         if answer.citations:
             self.source.show_source(self.c.memory, answer.citations[0].source_ids[0])
         else:
@@ -193,13 +218,11 @@ class AskView(QWidget):
         self.load_history()
 
     def failed(self, exc, tb) -> None:
-        self._flush.stop()
         self.done()
         self.status.setText("")
         self.c.error(exc, tb)
 
     def done(self) -> None:
-        self.task = None
         self.ask_button.setEnabled(True)
         self.stop_button.setEnabled(False)
 
@@ -223,11 +246,14 @@ class SearchView(QWidget):
         self.kind = QComboBox()
         self.kind.addItems(list(self.KINDS))
         self.app = QLineEdit(placeholderText="app or conversation")
-        self.results = QListWidget()
-        self.results.setIconSize(QSize(120, 68))
+        self.results = ResultList()
         self.results.itemActivated.connect(self.open)
         self.results.itemClicked.connect(self.open)
+        self.results.currentItemChanged.connect(lambda item, _old: item is not None and not self.c.memory._closed.is_set() and self.open(item))
+        self.query.installEventFilter(self)  # arrows from the search box move through the results
         self.source = SourceView()
+        self.pinned: int | None = None  # a moment opened from the overlay, kept in the preview
+        self._keep_pin = False
         self.latest = Latest(controller.tasks, self._query,
                              on_done=lambda args, out: self.show_results(args[0], args[1], *out),
                              on_failed=controller.error)
@@ -251,6 +277,8 @@ class SearchView(QWidget):
         q = self.query.text().strip()
         self.seq += 1
         seq = self.seq
+        if not self._keep_pin:
+            self.pinned = None  # the user typed or changed a filter: the preview follows the results
         if not q:
             self.results.clear()
             return
@@ -267,29 +295,44 @@ class SearchView(QWidget):
     def show_results(self, seq: int, q: str, result, thumbs: dict[int, bytes] | None = None) -> None:
         if seq != self.seq:
             return  # a newer keystroke already asked again
-        self.results.clear()
-        for hit in result.hits:
-            item = QListWidgetItem()
-            label = QLabel(f"<small>{when(hit.time)} · {html.escape(hit.app)} · {html.escape(hit.title)}</small><br>"
-                           f"{highlight(hit.text[:240], q)}")
-            label.setWordWrap(True)
-            item.setData(Qt.UserRole, hit.source_ids[0])
-            item.setSizeHint(QSize(400, 64))
-            thumb = (thumbs or {}).get(hit.source_ids[0])
-            if thumb:
-                item.setIcon(QIcon(pixmap(thumb)))
-            self.results.addItem(item)
-            self.results.setItemWidget(item, label)
-        if not result.hits and q.strip():
-            # The relevance floor left nothing: an honest empty state, not the nearest unrelated thing.
-            empty = QListWidgetItem("Nothing relevant found in your memory.")
-            empty.setFlags(Qt.NoItemFlags)
-            self.results.addItem(empty)
+        self.results.blockSignals(True)
+        self.results.show_hits(result.hits, q, thumbs)
+        self.results.blockSignals(False)
         self.shown = result
+        ids = [h.source_ids[0] for h in result.hits]
+        if self.pinned is not None:  # opened from the overlay: that moment stays, selected if listed
+            if self.pinned in ids:
+                self.results.setCurrentRow(ids.index(self.pinned))
+            return
+        if ids:  # the preview follows the new results, never the previous query's moment
+            self.results.setCurrentRow(0)
+            self.source.show_source(self.c.memory, ids[0])
+        else:
+            self.source.setHtml("")
+            self.source.shown_source = None
 
     def open(self, item) -> None:
         if item.data(Qt.UserRole) is not None:
             self.source.show_source(self.c.memory, item.data(Qt.UserRole))
+
+    def open_moment(self, query: str, source_id: int) -> None:
+        """Show *source_id* (from the overlay) with the query's other results beside it."""
+        self.pinned = source_id
+        self.source.show_source(self.c.memory, source_id)
+        self._keep_pin = True
+        try:
+            if self.query.text() != query:
+                self.query.setText(query)
+            else:
+                self.search()
+        finally:
+            self._keep_pin = False
+
+    def eventFilter(self, obj, event) -> bool:
+        if obj is self.query and event.type() == event.Type.KeyPress and event.key() in (Qt.Key_Down, Qt.Key_Up):
+            self.results.move(1 if event.key() == Qt.Key_Down else -1)
+            return True
+        return super().eventFilter(obj, event)
 
 
 class TimelineView(QWidget):

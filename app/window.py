@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
 from mneme.app.qt import (QAction, QColor, QFileDialog, QIcon, QLineEdit, QListWidget,
                           QMainWindow, QMenu, QPainter, QPixmap, QProgressDialog, QSystemTrayIcon, Qt,
                           QTabWidget, QVBoxLayout, QWidget, QGuiApplication, QListWidgetItem, QLabel,
-                          QKeySequence, QMessageBox)
+                          QKeySequence, QMessageBox, QTextBrowser, QEvent, QApplication)
 from mneme.app.tasks import Latest
 from mneme.app.settings import SettingsView
-from mneme.app.views import AskView, SearchView, TimelineView, when
+from mneme.app.results import ResultList
+from mneme.app.views import AnswerStream, AskView, SearchView, TimelineView, answer_html, when  # noqa: F401
 
 
 def app_icon(paused: bool = False) -> QIcon:
@@ -75,6 +78,11 @@ class MainWindow(QMainWindow):
             self.timeline.load()
         elif self.tabs.widget(i) is self.settings:
             self.settings.refresh_meter()
+
+    def open_moment(self, query: str, source_id: int) -> None:
+        """A moment picked in the overlay: shown in Search, beside the query's other results."""
+        self.show_tab("Search")
+        self.search.open_moment(query, source_id)
 
     def show_tab(self, name: str) -> None:
         for i in range(self.tabs.count()):
@@ -173,7 +181,12 @@ class MainWindow(QMainWindow):
 
 
 class RecallOverlay(QWidget):
-    """Spotlight-like: type to search (results while typing), Enter asks, Esc closes."""
+    """Like the launchers people know: type to search (results while typing), arrows move through
+    the results, Enter or a double-click opens the moment in the main window, Enter with none
+    picked asks (the answer, with the quote that backs it, appears here), Esc or clicking elsewhere
+    closes."""
+
+    PLACEHOLDER = "Search your memory — ↓ picks a moment, Enter opens it; Enter alone asks"
 
     def __init__(self, controller):
         super().__init__(None, Qt.FramelessWindowHint | Qt.WindowStaysOnTopHint | Qt.Tool)
@@ -183,18 +196,34 @@ class RecallOverlay(QWidget):
         self.setObjectName("overlay")
         self.setStyleSheet("#overlay { background: #20202a; border-radius: 12px; } "
                            "QLineEdit { font-size: 22px; padding: 10px; background: #2c2c38; color: white; "
-                           "border: none; } QListWidget { background: #20202a; color: #ddd; border: none; }")
-        self.input = QLineEdit(placeholderText="Search your memory — Enter to ask")
-        self.results = QListWidget()
+                           "border: none; } QListWidget { background: #20202a; color: #ddd; border: none; } "
+                           "QListWidget::item:selected { background: #3d3a6b; } "
+                           "QTextBrowser { background: #2a2a36; color: #eee; border: none; padding: 6px; } "
+                           "QLabel { color: #ddd; }")
+        self.input = QLineEdit(placeholderText=self.PLACEHOLDER)
+        self.input.installEventFilter(self)
+        self.results = ResultList(dark=True)
+        self.results.itemActivated.connect(self.open_item)  # Enter on a row, double-click
+        self.answer = QTextBrowser(openLinks=False)
+        self.answer.anchorClicked.connect(self.open_citation)
+        self.answer.hide()
+        self.status = QLabel("")
         layout = QVBoxLayout(self)
         layout.addWidget(self.input)
-        layout.addWidget(self.results)
-        self.resize(720, 420)
-        self.latest = Latest(controller.tasks, lambda seq, q: controller.memory.search(q, 8),
-                             on_done=lambda args, result: self.show_results(*args, result),
+        layout.addWidget(self.status)
+        layout.addWidget(self.answer, 2)
+        layout.addWidget(self.results, 3)
+        self.resize(760, 480)
+        self.latest = Latest(controller.tasks, self._query, on_done=lambda args, out: self.show_results(*args, *out),
                              on_failed=controller.error)
+        self.stream = AnswerStream(controller, self, self._streamed, self._answered, self._failed)
         self.input.textChanged.connect(self.search)
-        self.input.returnPressed.connect(self.ask)
+        self.input.returnPressed.connect(self.enter)
+        QApplication.instance().focusWindowChanged.connect(self._focus_moved)
+
+    def _query(self, seq, q):  # on a worker thread
+        result = self.c.memory.search(q, 8)
+        return result, self.c.memory.store.thumbs([h.source_ids[0] for h in result.hits if h.kind == "frame"])
 
     def popup(self) -> None:
         screen = QGuiApplication.screenAt(self.cursor().pos()) or QGuiApplication.primaryScreen()
@@ -202,16 +231,41 @@ class RecallOverlay(QWidget):
         self.move(geo.x() + (geo.width() - self.width()) // 2, geo.y() + geo.height() // 5)
         self.input.clear()
         self.results.clear()
+        self.answer.hide()
+        self.answer.clear()
+        self.status.setText("")
         self.show()
         self.raise_()
         self.activateWindow()
         self.input.setFocus()
 
+    def _focus_moved(self, window) -> None:
+        """Another window took the focus (or none has it): close, as a launcher does."""
+        if self.isVisible() and window is not None and not self.isActiveWindow():
+            self.hide()
+
+    def eventFilter(self, obj, event) -> bool:
+        if obj is self.input and event.type() == QEvent.KeyPress:
+            key = event.key()
+            if key in (Qt.Key_Down, Qt.Key_Up, Qt.Key_PageDown, Qt.Key_PageUp):
+                self.results.move({Qt.Key_Down: 1, Qt.Key_Up: -1, Qt.Key_PageDown: 5, Qt.Key_PageUp: -5}[key])
+                return True
+            if key == Qt.Key_Escape:
+                self.hide()
+                return True
+        return super().eventFilter(obj, event)
+
     def keyPressEvent(self, event) -> None:
         if event.key() == Qt.Key_Escape:
             self.hide()
+        elif event.key() in (Qt.Key_Return, Qt.Key_Enter):
+            self.enter()
         else:
             super().keyPressEvent(event)
+
+    def hideEvent(self, event) -> None:
+        self.stream.stop()  # an answer nobody sees is not worth the CPU
+        super().hideEvent(event)
 
     def search(self) -> None:
         q = self.input.text().strip()
@@ -222,26 +276,54 @@ class RecallOverlay(QWidget):
             return
         self.latest.submit(seq, q)
 
-    def show_results(self, seq, q, result) -> None:
+    def show_results(self, seq, q, result, thumbs=None) -> None:
         if seq != self.seq:
             return
-        self.results.clear()
-        for hit in result.hits:
-            item = QListWidgetItem(f"{when(hit.time)} · {hit.app} — {' '.join(hit.text.split())[:120]}")
-            item.setData(Qt.UserRole, hit.source_ids[0])
-            self.results.addItem(item)
-        if not result.hits:
-            # The relevance floor left nothing: say so rather than show the nearest unrelated thing.
-            self.results.addItem(QListWidgetItem("Nothing relevant in your memory — Enter asks anyway"))
+        self.results.show_hits(result.hits, q, thumbs, empty="Nothing relevant in your memory — Enter asks anyway")
+
+    def enter(self) -> None:
+        sid = self.results.current_source()
+        if sid is not None:
+            self.open(sid)
+        else:
+            self.ask()
+
+    def open_item(self, item) -> None:
+        if item.data(Qt.UserRole) is not None:
+            self.open(item.data(Qt.UserRole))
+
+    def open(self, source_id: int) -> None:
+        """The moment in the main window: the frame, or the message in its conversation."""
+        q = self.input.text().strip()
+        self.hide()
+        self.c.window().open_moment(q, source_id)
+
+    def open_citation(self, url) -> None:
+        m = re.match(r"mneme://source/(\d+)", url.toString())
+        if m:
+            self.open(int(m.group(1)))
 
     def ask(self) -> None:
+        """Answer here, off the GUI thread: the checked answer and the quotes that back it."""
         q = self.input.text().strip()
-        if q:
-            self.hide()
-            window = self.c.window()
-            window.ask.question.setText(q)
-            window.show_tab("Ask")
-            window.ask.ask()
+        if not q or not self.stream.start(q):
+            return
+        self.answer.clear()
+        self.answer.show()
+        self.status.setText("Searching your memory…" if self.c.llm_loaded() else
+                            "Loading the model, then searching your memory…")
+
+    def _streamed(self, text: str) -> None:
+        self.answer.setPlainText(text)
+        self.status.setText("Writing; checking each sentence against your memory…")
+
+    def _answered(self, answer) -> None:
+        self.answer.setHtml(answer_html(answer))
+        self.status.setText("Stopped." if answer.cancelled else "Click a source to open it.")
+
+    def _failed(self, exc, tb) -> None:
+        self.status.setText("")
+        self.c.error(exc, tb)
 
 
 class Tray:

@@ -105,7 +105,7 @@ def test_search_as_you_type_with_highlights_and_filters(controller, qtbot):
     qtbot.waitUntil(lambda: view.results.count() > 0 and all(
         "editor" in view.results.itemWidget(view.results.item(i)).text() for i in range(view.results.count())),
         timeout=10_000)
-    assert not view.results.item(0).icon().isNull()  # frames come with thumbnails
+    assert not view.results.rows()[0].thumb.pixmap().isNull()  # frames come with thumbnails
     view.open(view.results.item(0))
     assert "orchard" in view.source.toPlainText()
 
@@ -221,15 +221,108 @@ def test_tray_pause_and_resume(controller):
     assert not controller.capture_paused() and tray.actions["pause"].isVisible()
 
 
-def test_overlay_types_searches_and_escapes(controller, qtbot):
-    overlay = controller.overlay
+LONG = ("Long chat about the house: the gutters need clearing before winter, the shed door sticks, the "
+        "hallway light flickers when the heating is on, the fence panel by the gate blew down in the storm "
+        "and the neighbours offered to help. Call plumber Tuesday about the boiler, quote was 240 pounds.")
+
+
+@pytest.fixture
+def overlay(controller, qtbot):
+    mem = controller.memory
+    mem.import_messages([msg(10, "Did you sort out the house jobs?", conv="Family", app="WhatsApp", speaker="Ben"),
+                         msg(11, LONG, conv="Family", app="WhatsApp"),
+                         msg(12, "Thanks, I will ring them", conv="Family", app="WhatsApp", speaker="Ben")])
+    mem.store.add_answer(time.time(), "when do I call the plumber about the boiler?", "Tuesday [1]", "answered",
+                         [], [])  # the user's own past question: never a result
+    mem.embed_pending()
+    mem.wait_caught_up()
+    controller.recall()
+    ov = controller.overlay
+    qtbot.waitExposed(ov)
+    return ov
+
+
+def test_overlay_results_are_wrapped_with_the_match_highlighted_and_where_it_was(overlay, qtbot):
+    qtbot.keyClicks(overlay.input, "plumber boiler")
+    qtbot.waitUntil(lambda: bool(overlay.results.rows()), timeout=10_000)
+    rows = overlay.results.rows()
+    texts = [r.text() for r in rows]
+    assert not any("when do I call" in t for t in texts)  # past questions are not memories
+    top = rows[0]
+    assert "<b>plumber</b>" in top.text() and "<b>boiler</b>" in top.text()
+    assert "WhatsApp · Family · Anna" in top.text()
+    assert "…" in top.text() and "gutters" not in top.text()  # the part that matched, not the start
+    lines = top.label.heightForWidth(overlay.results.viewport().width() - 20) / top.label.fontMetrics().height()
+    assert lines >= 2.5  # wrapped onto lines, not cut
+    assert overlay.results.horizontalScrollBar().maximum() == 0
+    for i in range(overlay.results.count() - 1):  # rows as tall as their text: none overlaps the next
+        a, b = overlay.results.visualItemRect(overlay.results.item(i)), overlay.results.visualItemRect(
+            overlay.results.item(i + 1))
+        assert a.bottom() < b.top() and a.height() >= overlay.results.itemWidget(overlay.results.item(i)).height_for(
+            overlay.results.viewport().width()) - 1
+
+
+def test_overlay_frames_have_thumbnails(overlay, qtbot):
+    qtbot.keyClicks(overlay.input, "orchard plan")
+    qtbot.waitUntil(lambda: bool(overlay.results.rows()), timeout=10_000)
+    frames = [r for r in overlay.results.rows() if "editor" in r.text()]
+    assert frames and all(r.thumb.pixmap() is not None and not r.thumb.pixmap().isNull() for r in frames)
+
+
+def test_overlay_arrows_and_enter_open_the_message_in_its_conversation(controller, overlay, qtbot):
+    qtbot.keyClicks(overlay.input, "plumber boiler")
+    qtbot.waitUntil(lambda: len(overlay.results.rows()) >= 2, timeout=10_000)
+    assert overlay.results.current_source() is None
+    qtbot.keyClick(overlay.input, Qt.Key_Down)
+    qtbot.keyClick(overlay.input, Qt.Key_Down)
+    assert overlay.results.currentRow() == 1 and overlay.input.hasFocus()  # typing goes on in the input
+    qtbot.keyClick(overlay.input, Qt.Key_Up)
+    picked = overlay.results.current_source()
+    assert overlay.results.currentRow() == 0 and picked == overlay.results.rows()[0].source_id
+    qtbot.keyClick(overlay.input, Qt.Key_Return)
+    assert not overlay.isVisible()
+    window = controller.window()
+    assert window.isVisible() and window.tabs.currentWidget() is window.search
+    assert window.search.source.shown_source == picked
+    shown = window.search.source.toPlainText()
+    assert "240 pounds" in shown and "Did you sort out the house jobs?" in shown and "I will ring them" in shown
+    qtbot.waitUntil(lambda: bool(window.search.results.rows()), timeout=10_000)  # the query's results beside it
+    assert window.search.source.shown_source == picked and window.search.query.text() == "plumber boiler"
+
+
+def test_overlay_double_click_opens_the_frame(controller, overlay, qtbot):
+    qtbot.keyClicks(overlay.input, "orchard plan")
+    qtbot.waitUntil(lambda: bool(overlay.results.rows()), timeout=10_000)
+    item = overlay.results.item(0)
+    centre = overlay.results.visualItemRect(item).center()
+    qtbot.mouseClick(overlay.results.viewport(), Qt.LeftButton, pos=centre)
+    qtbot.mouseDClick(overlay.results.viewport(), Qt.LeftButton, pos=centre)
+    assert not overlay.isVisible()
+    source = controller.window().search.source
+    assert source.shown_source == item.data(Qt.UserRole) and "orchard" in source.toPlainText()
+    assert "frame-" in source.toHtml()  # the screen itself, not only its text
+
+
+def test_overlay_closes_on_escape_and_when_focus_moves_elsewhere(controller, overlay, qtbot):
+    qtbot.keyClick(overlay.input, Qt.Key_Escape)
+    assert not overlay.isVisible()
     controller.recall()
     assert overlay.isVisible()
-    qtbot.keyClicks(overlay.input, "budget review")
-    qtbot.waitUntil(lambda: overlay.results.count() > 0, timeout=10_000)
-    assert "budget" in overlay.results.item(0).text().lower()
-    qtbot.keyClick(overlay, Qt.Key_Escape)
-    assert not overlay.isVisible()
+    window = controller.window()
+    window.show()
+    window.activateWindow()
+    qtbot.waitUntil(lambda: not overlay.isVisible(), timeout=5_000)
+
+
+@pytest.mark.slow
+def test_overlay_answers_with_the_supporting_quote_highlighted(controller, overlay, qtbot):
+    qtbot.keyClicks(overlay.input, "Where is the spare key for the cabin?")
+    qtbot.keyClick(overlay.input, Qt.Key_Return)  # no moment picked: Enter asks
+    assert overlay.answer.isVisible() and overlay.stream.task is not None
+    qtbot.waitUntil(lambda: overlay.stream.task is None, timeout=120_000)
+    assert controller.errors == [] and overlay.isVisible()
+    html = overlay.answer.toHtml()
+    assert "flowerpot" in overlay.answer.toPlainText() and "#fff3b0" in html and "mneme://source/1" in html
 
 
 def test_unlock_dialog_refuses_a_wrong_passphrase(qtbot, tmp_path, fake_embedder, monkeypatch):

@@ -249,7 +249,7 @@ class SearchView(QWidget):
         self.results = ResultList()
         self.results.itemActivated.connect(self.open)
         self.results.itemClicked.connect(self.open)
-        self.results.currentItemChanged.connect(lambda item, _old: item is not None and not self.c.memory._closed.is_set() and self.open(item))
+        self.results.currentItemChanged.connect(self._current_changed)
         self.query.installEventFilter(self)  # arrows from the search box move through the results
         self.source = SourceView()
         self.pinned: int | None = None  # a moment opened from the overlay, kept in the preview
@@ -266,12 +266,75 @@ class SearchView(QWidget):
         row.addWidget(self.range)
         row.addWidget(self.kind)
         row.addWidget(self.app)
+        self.chips_row = QHBoxLayout()  # every filter in effect, each removable
+        self.chips_row.addStretch(1)
+        self.chips: list[QPushButton] = []
         split = QSplitter()
         split.addWidget(self.results)
         split.addWidget(self.source)
         layout = QVBoxLayout(self)
         layout.addLayout(row)
+        layout.addLayout(self.chips_row)
         layout.addWidget(split, 1)
+
+    def _current_changed(self, item, _old) -> None:  # the preview follows the keyboard
+        if item is not None and not self.c.memory._closed.is_set():
+            self.open(item)
+
+    # -- filters as chips: the boxes' and the ones understood from the query ("in Slack last week")
+    def filters(self, parsed=None) -> list[tuple[str, object]]:
+        """(label, how to remove it) for each filter in effect."""
+        out: list[tuple[str, object]] = []
+        if self.range.currentIndex():
+            out.append((self.range.currentText(), lambda: self.range.setCurrentIndex(0)))
+        if self.kind.currentIndex():
+            out.append((f"{self.kind.currentText()} only", lambda: self.kind.setCurrentIndex(0)))
+        if self.app.text().strip():
+            out.append((f"in {self.app.text().strip()}", lambda: self.app.setText("")))
+        elif parsed is not None and parsed.app:
+            app = parsed.app
+            out.append((f"in {app} (from your words)", lambda: self._drop_words(
+                rf"\b(?:in|on|from|via) {re.escape(app)}\b")))
+        said = None if parsed is None else (parsed.since, parsed.until) if parsed.since is not None else \
+            (parsed.prefer_since, parsed.prefer_until) if parsed.prefer_since is not None else None
+        if said is not None and not self.range.currentIndex():  # a time said is preferred, not required
+            span = self._span_text(*said)
+            out.append((f"prefers {span} (from your words)", lambda: self._drop_time()))
+        return out
+
+    @staticmethod
+    def _span_text(since: float, until: float | None) -> str:
+        a = datetime.fromtimestamp(since)
+        b = datetime.fromtimestamp(until) - timedelta(seconds=1) if until else None
+        if b is None or a.date() == b.date():
+            return a.strftime("%a %x")
+        return f"{a:%x} – {b:%x}"
+
+    def _drop_words(self, pattern: str) -> None:
+        self.query.setText(re.sub(r"\s+", " ", re.sub(pattern, " ", self.query.text(), flags=re.IGNORECASE)).strip())
+
+    def _drop_time(self) -> None:
+        from mneme.core.timefilter import parse_query
+
+        text = self.query.text()
+        without = parse_query(text).text  # no apps given: only the time words go
+        self.query.setText(without)
+
+    def show_chips(self, parsed=None) -> None:
+        implied = parsed.app if parsed is not None and parsed.app and not self.app.text().strip() else None
+        self.app.setPlaceholderText(f"{implied} (from your words)" if implied else "app or conversation")
+        for chip in self.chips:
+            self.chips_row.removeWidget(chip)
+            chip.deleteLater()
+        self.chips = []
+        for i, (label, remove) in enumerate(self.filters(parsed)):
+            chip = QPushButton(f"{label}  ✕")
+            chip.setToolTip("Remove this filter")
+            chip.setFlat(True)
+            chip.setStyleSheet("QPushButton { border: 1px solid #9e9ad6; border-radius: 10px; padding: 2px 10px; }")
+            chip.clicked.connect(remove)
+            self.chips_row.insertWidget(i, chip)
+            self.chips.append(chip)
 
     def search(self) -> None:
         q = self.query.text().strip()
@@ -281,6 +344,7 @@ class SearchView(QWidget):
             self.pinned = None  # the user typed or changed a filter: the preview follows the results
         if not q:
             self.results.clear()
+            self.show_chips()
             return
         days = self.RANGES[self.range.currentText()]
         since = time.time() - days * 86400 if days else None
@@ -299,6 +363,7 @@ class SearchView(QWidget):
         self.results.show_hits(result.hits, q, thumbs)
         self.results.blockSignals(False)
         self.shown = result
+        self.show_chips(result.parsed)
         ids = [h.source_ids[0] for h in result.hits]
         if self.pinned is not None:  # opened from the overlay: that moment stays, selected if listed
             if self.pinned in ids:

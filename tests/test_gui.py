@@ -110,6 +110,62 @@ def test_search_as_you_type_with_highlights_and_filters(controller, qtbot):
     assert "orchard" in view.source.toPlainText()
 
 
+def test_search_filters_from_the_query_are_chips_in_sync_with_the_boxes(controller, qtbot):
+    view = controller.window().search
+    chips = lambda: [c.text() for c in view.chips]  # noqa: E731
+    qtbot.keyClicks(view.query, "budget review in Slack last week")
+    qtbot.waitUntil(lambda: any("in Slack" in c for c in chips()) and any(c.startswith("prefers ") for c in chips()),
+                    timeout=10_000)  # the app and the time said
+    assert "Slack" in view.app.placeholderText()  # the app box says which app the words chose
+    assert all("Slack" in r.text() for r in view.results.rows())
+    slack = next(c for c in view.chips if "in Slack" in c.text())
+    qtbot.mouseClick(slack, Qt.LeftButton)  # removing the chip takes the words out of the query
+    assert view.query.text() == "budget review last week"
+    qtbot.waitUntil(lambda: not any("in Slack" in c for c in chips()), timeout=10_000)
+    when = next(c for c in view.chips if c.text().startswith("prefers"))
+    qtbot.mouseClick(when, Qt.LeftButton)
+    assert view.query.text() == "budget review"
+    view.kind.setCurrentText("Chats")
+    qtbot.waitUntil(lambda: "Chats only  ✕" in chips(), timeout=10_000)
+    qtbot.mouseClick(next(c for c in view.chips if c.text().startswith("Chats only")), Qt.LeftButton)
+    assert view.kind.currentIndex() == 0  # the box follows its chip
+    qtbot.waitUntil(lambda: chips() == [], timeout=10_000)
+
+
+def test_search_preview_follows_the_keyboard_and_each_new_query(controller, qtbot):
+    controller.window().show_tab("Search")
+    view = controller.window().search
+    view.query.setFocus()
+    qtbot.keyClicks(view.query, "orchard plan")
+    qtbot.waitUntil(lambda: len(view.results.rows()) >= 2, timeout=10_000)
+    rows = view.results.rows()
+    assert view.source.shown_source == rows[0].source_id  # the first result, at once
+    qtbot.keyClick(view.query, Qt.Key_Down)
+    assert view.source.shown_source == rows[1].source_id and view.query.hasFocus()
+    qtbot.keyClick(view.query, Qt.Key_Up)
+    assert view.source.shown_source == rows[0].source_id
+    qtbot.keyClick(view.query, Qt.Key_Down)
+    view.query.setText("spare key cabin")
+    qtbot.waitUntil(lambda: bool(view.results.rows()) and view.results.rows()[0].source_id != rows[0].source_id,
+                    timeout=10_000)
+    assert view.source.shown_source == view.results.rows()[0].source_id  # not the previous query's moment
+    assert "flowerpot" in view.source.toPlainText()
+    view.query.setText("xylophone quartet")
+    qtbot.waitUntil(lambda: not view.results.rows(), timeout=10_000)
+    assert view.source.toPlainText() == ""
+
+
+def test_search_never_lists_the_assistants_own_answers(controller, qtbot):
+    controller.memory.store.add_answer(time.time(), "when is the quarterly budget review?",
+                                       "The quarterly budget review is on Friday afternoon [1]", "answered", [], [])
+    view = controller.window().search
+    qtbot.keyClicks(view.query, "quarterly budget review")
+    qtbot.waitUntil(lambda: bool(view.results.rows()), timeout=10_000)
+    texts = [r.text() for r in view.results.rows()]
+    assert any("moved to Friday" in t for t in texts)  # the message itself
+    assert not any("is on Friday" in t or "when is the" in t for t in texts)
+
+
 def test_search_says_when_nothing_relevant_is_found(controller, qtbot):
     view = controller.window().search
     qtbot.keyClicks(view.query, "xylophone quartet")

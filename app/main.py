@@ -71,6 +71,7 @@ class Controller(QObject):
         self.server = None
         self.errors: list[BaseException] = []
         self.locked = False
+        self.quitting = False
         self._desktop = None          # for idle time, used on the GUI thread only
         self._idle_lock_broken = False  # told the user once that idle time cannot be read
         self._idle_timer = QTimer(self, interval=30_000)
@@ -331,6 +332,7 @@ class Controller(QObject):
 
         if self._hotkey is not None:
             self._hotkey.stop()
+            self._hotkey.join(2)  # its X connection closed before the display may go
             self._hotkey = None
         try:
             from pynput import keyboard  # needs a display; imported only here
@@ -356,12 +358,14 @@ class Controller(QObject):
         conn.readyRead.connect(lambda: (conn.readAll(), self.window().show_tab("Ask")))
 
     def quit(self) -> None:
+        self.quitting = True
         self.shutdown()
         QApplication.instance().quit()
 
     def shutdown(self, keep_server: bool = False) -> None:
         if self._hotkey is not None:
             self._hotkey.stop()
+            self._hotkey.join(2)  # its X connection closed before the display may go
             self._hotkey = None
         if self.capture is not None:
             self.capture.close()

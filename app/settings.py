@@ -84,7 +84,10 @@ class SettingsView(QWidget):
         self.save_button.clicked.connect(self.save)
         self.saved = QLabel("")
         self.errors: dict[str, QLabel] = {}
-        form = QFormLayout(self)
+        outer = QVBoxLayout(self)
+        form = QFormLayout()
+        outer.addLayout(form)
+        outer.addStretch(1)  # rows keep their height; the space left goes below them
         for name, label, w in (
                 ("capture_consent", "Capture", self.capture_on), ("", "", self.capture_state),
                 ("capture_interval", "Capture every", self.interval),

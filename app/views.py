@@ -360,7 +360,7 @@ class SearchView(QWidget):
         if seq != self.seq:
             return  # a newer keystroke already asked again
         self.results.blockSignals(True)
-        self.results.show_hits(result.hits, q, thumbs)
+        self.results.show_hits(result.hits, result.parsed.text or q, thumbs)  # "in Slack" is a filter, not a match
         self.results.blockSignals(False)
         self.shown = result
         self.show_chips(result.parsed)

@@ -145,6 +145,9 @@ class MainWindow(QMainWindow):
         """With a tray, closing hides the window (Mneme goes on in the tray, and says so once).
         Without one (a stock GNOME session), a hidden Mneme would go on capturing with nothing on
         screen: ask whether to quit or keep the window, minimised, and say how to quit later."""
+        if self.c.quitting or self.c.memory._closed.is_set():  # Mneme is quitting: nothing to ask
+            event.accept()
+            return
         if self.c.tray_available():
             event.ignore()
             self.hide()
@@ -208,6 +211,8 @@ class RecallOverlay(QWidget):
         self.answer.anchorClicked.connect(self.open_citation)
         self.answer.hide()
         self.status = QLabel("")
+        self.status.hide()
+        self.status.setWordWrap(True)
         layout = QVBoxLayout(self)
         layout.addWidget(self.input)
         layout.addWidget(self.status)
@@ -233,7 +238,7 @@ class RecallOverlay(QWidget):
         self.results.clear()
         self.answer.hide()
         self.answer.clear()
-        self.status.setText("")
+        self.say("")
         self.show()
         self.raise_()
         self.activateWindow()
@@ -279,7 +284,7 @@ class RecallOverlay(QWidget):
     def show_results(self, seq, q, result, thumbs=None) -> None:
         if seq != self.seq:
             return
-        self.results.show_hits(result.hits, q, thumbs, empty="Nothing relevant in your memory — Enter asks anyway")
+        self.results.show_hits(result.hits, result.parsed.text or q, thumbs, empty="Nothing relevant in your memory — Enter asks anyway")
 
     def enter(self) -> None:
         sid = self.results.current_source()
@@ -310,20 +315,23 @@ class RecallOverlay(QWidget):
             return
         self.answer.clear()
         self.answer.show()
-        self.status.setText("Searching your memory…" if self.c.llm_loaded() else
-                            "Loading the model, then searching your memory…")
+        self.say("Searching your memory…" if self.c.llm_loaded() else "Loading the model, then searching your memory…")
 
     def _streamed(self, text: str) -> None:
         self.answer.setPlainText(text)
-        self.status.setText("Writing; checking each sentence against your memory…")
+        self.say("Writing; checking each sentence against your memory…")
 
     def _answered(self, answer) -> None:
         self.answer.setHtml(answer_html(answer))
-        self.status.setText("Stopped." if answer.cancelled else "Click a source to open it.")
+        self.say("Stopped." if answer.cancelled else "Click a source to open it.")
 
     def _failed(self, exc, tb) -> None:
-        self.status.setText("")
+        self.say("")
         self.c.error(exc, tb)
+
+    def say(self, text: str) -> None:
+        self.status.setText(text)
+        self.status.setVisible(bool(text))
 
 
 class Tray:

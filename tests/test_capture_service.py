@@ -93,8 +93,9 @@ def test_the_app_applies_saved_settings_to_running_capture_and_shows_a_dead_one(
     desk = BreakingDesktop()
     c.capture = service(c.memory, desk, on_change=c.capture_state.emit)
     c.capture.start()
+    before = c.memory.config.as_dict()
     c.memory.config.set("excluded_apps", ["secretapp"])
-    c.settings_changed()  # only the hotkey was restarted before
+    c.settings_changed(before)  # only the hotkey was restarted before
     assert c.capture.pipeline.exclusions.excluded(Window(1, "secretapp", "x"))
     desk.broken = True
     qtbot.waitUntil(lambda: c.capture_problem() is not None, timeout=10_000)

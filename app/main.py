@@ -14,7 +14,7 @@ import traceback
 
 from mneme.app.qt import (QApplication, QInputDialog, QLineEdit, QLocalServer, QLocalSocket,
                           QMessageBox, QObject, QTimer, Signal)
-from mneme.app.dialogs import Onboarding, UnlockDialog, show_error
+from mneme.app.dialogs import Onboarding, UnlockDialog, passphrase_problem, show_error
 from mneme.app.tasks import TaskManager
 from mneme.app.window import MainWindow, RecallOverlay, Tray
 from mneme.core import keys
@@ -102,6 +102,10 @@ class Controller(QObject):
 
     def ask_new_passphrase(self, title: str) -> str:
         first = self.ask_passphrase(title)
+        weak = passphrase_problem(first) if first else None
+        if weak:
+            self.error(UserError(weak, "choose a longer passphrase"))
+            return ""
         if first and self.ask_passphrase("Repeat: " + title) != first:
             self.error(UserError("the two passphrases differ", "try again"))
             return ""

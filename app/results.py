@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import html
 import re
-from datetime import datetime
-
-from mneme.app.qt import (QHBoxLayout, QImage, QLabel, QListWidget, QListWidgetItem, QPixmap, QSize, Qt,
+from mneme.app.qt import (QDateTime, QHBoxLayout, QLocale, QImage, QLabel, QListWidget, QListWidgetItem, QPixmap, QSize, Qt,
                           QWidget)
 
 THUMB = QSize(112, 63)
@@ -16,7 +14,8 @@ SNIPPET = 260  # characters of a hit's text shown around its match
 
 
 def when(ts: float) -> str:
-    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M")
+    """A date and time as the user's locale writes them (short form)."""
+    return QLocale.system().toString(QDateTime.fromSecsSinceEpoch(int(ts)), QLocale.ShortFormat)
 
 
 def query_words(query: str) -> list[str]:

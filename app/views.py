@@ -473,7 +473,8 @@ class TimelineView(QWidget):
         self.current = sid
 
     def forget_frame(self) -> None:
-        if self.frames:
+        if self.frames and self.c.confirm(f"Forget the frame of {when(self.frames[self.slider.value()][1])}? "
+                                          "Its picture and text are deleted for good."):
             self.c.memory.forget(source_ids=[self.current])
             self.load()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from mneme.app.qt import (QAction, QColor, QFileDialog, QIcon, QLineEdit, QListWidget,
                           QMainWindow, QMenu, QPainter, QPixmap, QProgressDialog, QSystemTrayIcon, Qt,
@@ -36,7 +37,14 @@ class MainWindow(QMainWindow):
     def __init__(self, controller):
         super().__init__()
         self.c = controller
-        self.setWindowTitle("Mneme — memory")
+        import platformdirs
+
+        from mneme.core.paths import APP
+
+        home = controller.memory.home
+        default = Path(platformdirs.user_data_dir(APP, appauthor=False)).expanduser().resolve()
+        # With another home open too, the title says which this is.
+        self.setWindowTitle("Mneme" if home == default else f"Mneme — {home.name} ({home})")
         self.setWindowIcon(app_icon())
         self.resize(1100, 700)
         self.tabs = QTabWidget()
@@ -55,6 +63,14 @@ class MainWindow(QMainWindow):
             action = QAction(text, self)
             action.triggered.connect(slot)
             menu.addAction(action)
+        for keys, slot in ([("Ctrl+%d" % (i + 1), lambda _=False, i=i: self.show_tab(self.tabs.tabText(i)))
+                            for i in range(self.tabs.count())]
+                           + [("Ctrl+F", self.find), ("Ctrl+K", controller.recall)]):
+            shortcut = QAction(self)
+            shortcut.setShortcut(QKeySequence(keys))
+            shortcut.setShortcutContext(Qt.WindowShortcut)
+            shortcut.triggered.connect(slot)
+            self.addAction(shortcut)
         quit_action = QAction("Quit", self)
         quit_action.setShortcut(QKeySequence.Quit)
         quit_action.triggered.connect(controller.quit)
@@ -78,6 +94,12 @@ class MainWindow(QMainWindow):
             self.timeline.load()
         elif self.tabs.widget(i) is self.settings:
             self.settings.refresh_meter()
+
+    def find(self) -> None:
+        """Ctrl+F: the search box, its text selected to type over."""
+        self.show_tab("Search")
+        self.search.query.setFocus()
+        self.search.query.selectAll()
 
     def open_moment(self, query: str, source_id: int) -> None:
         """A moment picked in the overlay: shown in Search, beside the query's other results."""
@@ -117,7 +139,13 @@ class MainWindow(QMainWindow):
             self.c.memory.embed_pending(progress=task.progress.emit, cancel=task.cancel)
             return added
 
-        return self.run_with_progress("Importing chats…", work, lambda r: f"Imported {r[0]} messages ({r[1]} already there).")
+        return self.run_with_progress("Importing chats…", work, lambda r: (
+            self.after_import(), f"Imported {r[0]} messages ({r[1]} already there).")[1])
+
+    def after_import(self) -> None:
+        """New moments: the storage meter, the day on the timeline and the count follow."""
+        self.settings.refresh_meter()
+        self.timeline.load()
 
     def export_vault(self, path: str | None = None, passphrase: str | None = None):
         path = path or QFileDialog.getSaveFileName(self, "Export vault", "memory.mnemevault")[0]
@@ -139,7 +167,7 @@ class MainWindow(QMainWindow):
 
         return self.run_with_progress("Importing vault…", lambda task: import_vault(
             self.c.memory, path, passphrase, progress=task.progress.emit, cancel=task.cancel),
-            lambda r: f"Imported {r['added']} items ({r['duplicates']} already there).")
+            lambda r: (self.after_import(), f"Imported {r['added']} items ({r['duplicates']} already there).")[1])
 
     def closeEvent(self, event) -> None:
         """With a tray, closing hides the window (Mneme goes on in the tray, and says so once).

@@ -394,7 +394,7 @@ def test_unlock_dialog_refuses_a_wrong_passphrase(qtbot, tmp_path, fake_embedder
     dialog.show()
     qtbot.keyClicks(dialog.passphrase, "wrong one")
     dialog.attempt()
-    assert dialog.isVisible() and "key is wrong" in dialog.error.text() and dialog.result_value is None
+    assert dialog.isVisible() and "Wrong passphrase" in dialog.error.text() and dialog.result_value is None
     dialog.passphrase.clear()
     qtbot.keyClicks(dialog.passphrase, "right one")
     dialog.attempt()
@@ -441,7 +441,7 @@ def test_idle_lock_closes_the_memory_and_a_passphrase_reopens_it(qtbot, open_mem
     qtbot.addWidget(dialog)
     qtbot.keyClicks(dialog.passphrase, "not it")
     dialog.attempt()
-    assert c.locked and "key is wrong" in dialog.error.text()
+    assert c.locked and "Wrong passphrase" in dialog.error.text()
     dialog.passphrase.clear()
     qtbot.keyClicks(dialog.passphrase, "correct horse")
     dialog.attempt()
@@ -531,3 +531,57 @@ def test_closing_the_window_without_a_tray_asks_and_says_how_to_quit(controller,
     else:
         assert window.isVisible() and not controller.memory._closed.is_set()
         assert window.isMinimized() == (choice == "Keep running")
+
+
+def test_storage_meter_and_timeline_follow_a_vault_import(controller, qtbot, tmp_path):
+    window = controller.window()
+    path = tmp_path / "back.mnemevault"
+    task = window.export_vault(str(path), "vault pass")
+    qtbot.waitUntil(lambda: task not in controller.tasks.running, timeout=60_000)
+    controller.memory.forget(0, 2e10)
+    window.settings.refresh_meter()
+    window.timeline.load()
+    assert window.settings.meter.format().startswith("0 frames") and "No frames" in window.timeline.image.text()
+    task = window.import_vault(str(path), "vault pass")
+    qtbot.waitUntil(lambda: task not in controller.tasks.running, timeout=60_000)
+    assert window.settings.meter.format().startswith("3 frames")  # without switching tabs
+    assert window.timeline.slider.maximum() == 2
+
+
+def test_new_passphrases_must_be_strong_enough(qtbot, tmp_path):
+    from mneme.app.dialogs import Onboarding, passphrase_problem
+
+    assert "Too short" in passphrase_problem("a") and "Too easy" in passphrase_problem("aaaaaaaaaa")
+    assert passphrase_problem("marble tiger kettle") is None
+    dialog = Onboarding(str(tmp_path / "home"), keyring_ok=True)
+    qtbot.addWidget(dialog)
+    dialog.use_passphrase.setChecked(True)
+    for widget in (dialog.passphrase, dialog.passphrase2):
+        widget.setText("x")
+    dialog.attempt()
+    assert "Too short" in dialog.error.text() and dialog.result() != Onboarding.Accepted
+    for widget in (dialog.passphrase, dialog.passphrase2):
+        widget.setText("marble tiger kettle")
+    dialog.attempt()
+    assert dialog.result() == Onboarding.Accepted
+
+
+def test_keyboard_shortcuts_for_views_search_and_recall(controller, qtbot):
+    window = controller.window()
+    window.show()
+    window.activateWindow()
+    qtbot.waitActive(window)
+    handle = window.windowHandle()  # keys through the window system, where shortcuts are matched
+    for i, name in enumerate(("Search", "Timeline", "Settings", "Ask"), 2):
+        qtbot.keyClick(handle, Qt.Key(Qt.Key_0 + (i - 1) % 4 + 1), Qt.ControlModifier)
+        assert window.tabs.tabText(window.tabs.currentIndex()) == name
+    window.search.query.setText("old words")
+    qtbot.keyClick(handle, Qt.Key_F, Qt.ControlModifier)
+    assert window.tabs.currentWidget() is window.search and window.search.query.hasFocus()
+    assert window.search.query.selectedText() == "old words"
+    qtbot.keyClick(handle, Qt.Key_K, Qt.ControlModifier)
+    assert controller.overlay.isVisible()
+
+
+def test_the_title_names_a_home_that_is_not_the_default(controller):
+    assert controller.memory.home.name in controller.window().windowTitle()

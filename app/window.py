@@ -12,7 +12,8 @@ from mneme.app.qt import (QAction, QColor, QFileDialog, QIcon, QLineEdit, QListW
 from mneme.app.tasks import Latest
 from mneme.app.settings import SettingsView
 from mneme.app.results import ResultList
-from mneme.app.views import AnswerStream, AskView, SearchView, TimelineView, answer_html, when  # noqa: F401
+from mneme.app.timeline import TimelineView
+from mneme.app.views import AnswerStream, AskView, SearchView, answer_html, when  # noqa: F401
 
 
 def app_icon(paused: bool = False) -> QIcon:

@@ -585,3 +585,39 @@ def test_keyboard_shortcuts_for_views_search_and_recall(controller, qtbot):
 
 def test_the_title_names_a_home_that_is_not_the_default(controller):
     assert controller.memory.home.name in controller.window().windowTitle()
+
+
+def test_timeline_activity_bar_and_thumbnail_strip(controller, qtbot):
+    from datetime import datetime
+
+    from mneme.app.qt import QPoint
+
+    mem = controller.memory
+    morning, afternoon = datetime(2020, 1, 1, 9, 0).timestamp(), datetime(2020, 1, 1, 15, 0).timestamp()
+    for i, t in enumerate((morning, morning + 60, afternoon)):
+        mem.add_frame(FrameIn(f"day{i}", t, 1, "editor", f"plan {i}", 320, 180, webp(i * 80), webp(i * 80),
+                              f"frame {i} of new year's day", "[]"))
+    mem.add_frame(FrameIn("typed", afternoon + 30, 1, "editor", "plan", 320, 180, b"", b"", "typed line", "[]"))
+    window = controller.window()
+    window.resize(1200, 800)
+    window.show_tab("Timeline")
+    view = window.timeline
+    view.day.setDate(QDate(2020, 1, 1))
+    assert view.activity.counts[9 * 4] == 2 and view.activity.counts[15 * 4] == 2 and sum(view.activity.counts) == 4
+    assert view.strip.count() == 3  # the text-only frame has no thumbnail of its own
+    assert all(not view.strip.item(i).icon().isNull() for i in range(3))
+    view.strip.setCurrentRow(0)
+    assert "(1 of 4)" in view.caption.text() and "frame 0" in view.text.toPlainText()
+    qtbot.mouseClick(view.activity, Qt.LeftButton, pos=QPoint(view.activity.x_of(afternoon), 10))
+    assert "frame 2" in view.text.toPlainText() and view.strip.currentRow() == 2  # the strip follows
+    qtbot.mouseClick(view.activity, Qt.LeftButton, pos=QPoint(view.activity.x_of(morning), 10))
+    assert "frame 0" in view.text.toPlainText()
+
+
+def test_forget_this_frame_asks_first_and_no_keeps_it(controller, qtbot, monkeypatch):
+    asked = []
+    monkeypatch.setattr(controller, "confirm", lambda text: asked.append(text) or False)  # the user says No
+    view = controller.window().timeline
+    view.load()
+    qtbot.mouseClick(view.delete_button, Qt.LeftButton)
+    assert asked and "Forget the frame of" in asked[0] and controller.memory.store.frame_usage()[0] == 3

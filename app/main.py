@@ -96,6 +96,16 @@ class Controller(QObject):
             return True
         return QMessageBox.question(self._window, "Mneme", text) == QMessageBox.Yes
 
+    def choose(self, text: str, action: str) -> bool:
+        """Ask whether to do *action* (the button's words); Cancel declines."""
+        if not self.interactive:
+            return True
+        box = QMessageBox(QMessageBox.Question, "Mneme", text, parent=self._window)
+        yes = box.addButton(action, QMessageBox.AcceptRole)
+        box.addButton(QMessageBox.Cancel)
+        box.exec()
+        return box.clickedButton() is yes
+
     def ask_passphrase(self, title: str) -> str:
         text, ok = QInputDialog.getText(self._window, "Mneme", title, QLineEdit.Password)
         return text if ok else ""

@@ -116,18 +116,19 @@ class MainWindow(QMainWindow):
         self.activateWindow()
 
     # -- import / export, off the GUI thread with progress and cancel ----------------------------
-    def run_with_progress(self, title: str, work, done_text):
+    def run_with_progress(self, title: str, work, done_text, on_failed=None):
         dialog = QProgressDialog(title, "Cancel", 0, 100, self)
         dialog.setWindowModality(Qt.WindowModal)
         dialog.setMinimumDuration(0)
+        failed = on_failed or self.c.error
         task = self.c.tasks.run(work, on_done=lambda r: (dialog.close(), self.statusBar().showMessage(done_text(r))),
-                                on_failed=lambda exc, tb: (dialog.close(), self.c.error(exc, tb)),
+                                on_failed=lambda exc, tb: (dialog.close(), failed(exc, tb)),
                                 on_progress=lambda d, t: dialog.setValue(int(100 * d / max(t, 1))))
         dialog.canceled.connect(task.cancel.set)
         self.progress_dialog = dialog
         return task
 
-    def import_chats(self, path: str | None = None):
+    def import_chats(self, path: str | None = None, skip_bad: bool = False):
         path = path or QFileDialog.getOpenFileName(self, "Import chats", "", "Chats (*.jsonl *.json *.txt)")[0]
         if not path:
             return None
@@ -135,13 +136,30 @@ class MainWindow(QMainWindow):
         def work(task):
             from mneme.capture.chats import parse_file
 
-            parsed = parse_file(path)
+            parsed = parse_file(path, skip_bad=skip_bad)
             added = self.c.memory.import_messages(parsed.messages, progress=task.progress.emit)
             self.c.memory.embed_pending(progress=task.progress.emit, cancel=task.cancel)
-            return added
+            return added, parsed.skipped
 
-        return self.run_with_progress("Importing chats…", work, lambda r: (
-            self.after_import(), f"Imported {r[0]} messages ({r[1]} already there).")[1])
+        def done(r):
+            (added, already), skipped = r
+            self.after_import()
+            self.skipped = skipped
+            return f"Imported {added} messages ({already} already there)." + (
+                f" Skipped {len(skipped)} bad {'line' if len(skipped) == 1 else 'lines'}: "
+                + "; ".join(skipped[:3]) + (" …" if len(skipped) > 3 else "") if skipped else "")
+
+        def failed(exc, tb):
+            from mneme.capture.chats import BadItemError
+
+            # A bad line: offer what the CLI's --skip-bad does, in words, instead of the flag.
+            if isinstance(exc, BadItemError) and self.c.choose(
+                    f"{exc.message}.\n\nImport the rest of the file, and list what was skipped?", "Import the rest"):
+                self.pending_import = self.import_chats(path, skip_bad=True)
+            else:
+                self.c.error(exc, tb)
+
+        return self.run_with_progress("Importing chats…", work, done, on_failed=failed)
 
     def after_import(self) -> None:
         """New moments: the storage meter, the day on the timeline and the count follow."""

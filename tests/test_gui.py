@@ -621,3 +621,25 @@ def test_forget_this_frame_asks_first_and_no_keeps_it(controller, qtbot, monkeyp
     view.load()
     qtbot.mouseClick(view.delete_button, Qt.LeftButton)
     assert asked and "Forget the frame of" in asked[0] and controller.memory.store.frame_usage()[0] == 3
+
+
+def test_a_bad_line_offers_to_import_the_rest_in_words(controller, qtbot, tmp_path):
+    import json
+
+    path = tmp_path / "export.jsonl"
+    good = [{"id": f"g{i}", "conversation": "Book club", "time": "2025-03-0%dT10:00:00" % (i + 1),
+             "speaker": "Ines", "text": f"Chapter {i} discussion about the lighthouse keeper"} for i in range(2)]
+    path.write_text("\n".join([json.dumps(good[0]), "{not json", json.dumps(good[1])]) + "\n")
+    asked = []
+    controller.choose = lambda text, action: asked.append((text, action)) or True  # the user picks it
+    window = controller.window()
+    task = window.import_chats(str(path))
+    qtbot.waitUntil(lambda: task not in controller.tasks.running, timeout=30_000)
+    qtbot.waitUntil(lambda: getattr(window, "pending_import", None) is not None
+                    and window.pending_import not in controller.tasks.running, timeout=30_000)
+    text, action = asked[0]
+    assert action == "Import the rest" and "export.jsonl:2" in text and "--skip-bad" not in text
+    message = window.statusBar().currentMessage()
+    assert "Imported 2 messages" in message and "Skipped 1 bad line: export.jsonl:2" in message
+    assert controller.errors == []
+    assert controller.memory.search("lighthouse keeper").hits

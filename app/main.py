@@ -373,6 +373,8 @@ class Controller(QObject):
 
     def quit(self) -> None:
         self.quitting = True
+        if self._window is not None and not self.memory._closed.is_set():
+            self._window.save_place()
         self.shutdown()
         QApplication.instance().quit()
 

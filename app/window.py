@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 from pathlib import Path
 
-from mneme.app.qt import (QAction, QColor, QFileDialog, QIcon, QLineEdit, QListWidget,
+from mneme.app.qt import (QByteArray, QAction, QColor, QFileDialog, QIcon, QLineEdit, QListWidget,
                           QMainWindow, QMenu, QPainter, QPixmap, QProgressDialog, QSystemTrayIcon, Qt,
                           QTabWidget, QVBoxLayout, QWidget, QGuiApplication, QListWidgetItem, QLabel,
                           QKeySequence, QMessageBox, QTextBrowser, QEvent, QApplication)
@@ -14,6 +16,9 @@ from mneme.app.settings import SettingsView
 from mneme.app.results import ResultList
 from mneme.app.timeline import TimelineView
 from mneme.app.views import AnswerStream, AskView, SearchView, answer_html, when  # noqa: F401
+
+
+log = logging.getLogger(__name__)
 
 
 def app_icon(paused: bool = False) -> QIcon:
@@ -47,7 +52,7 @@ class MainWindow(QMainWindow):
         # With another home open too, the title says which this is.
         self.setWindowTitle("Mneme" if home == default else f"Mneme — {home.name} ({home})")
         self.setWindowIcon(app_icon())
-        self.resize(1100, 700)
+        self.restore_place()
         self.tabs = QTabWidget()
         self.ask = AskView(controller)
         self.search = SearchView(controller)
@@ -95,6 +100,26 @@ class MainWindow(QMainWindow):
             self.timeline.load()
         elif self.tabs.widget(i) is self.settings:
             self.settings.refresh_meter()
+
+    # -- size and place, remembered in the home (no captured content) ------------------------------
+    def _place_file(self) -> Path:
+        return self.c.memory.home / "window.json"
+
+    def restore_place(self) -> None:
+        try:
+            saved = json.loads(self._place_file().read_text())
+            if not self.restoreGeometry(QByteArray.fromBase64(saved["geometry"].encode("ascii"))):
+                raise ValueError("not a saved geometry")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            self.resize(1100, 700)
+
+    def save_place(self) -> None:
+        from mneme.core.paths import write_atomic
+
+        try:
+            write_atomic(self._place_file(), json.dumps({"geometry": bytes(self.saveGeometry().toBase64()).decode()}))
+        except OSError as exc:  # not worth more than a line in the log
+            log.warning("window size and place not saved: %s", exc)
 
     def find(self) -> None:
         """Ctrl+F: the search box, its text selected to type over."""
@@ -192,6 +217,8 @@ class MainWindow(QMainWindow):
         """With a tray, closing hides the window (Mneme goes on in the tray, and says so once).
         Without one (a stock GNOME session), a hidden Mneme would go on capturing with nothing on
         screen: ask whether to quit or keep the window, minimised, and say how to quit later."""
+        if not self.c.memory._closed.is_set():
+            self.save_place()
         if self.c.quitting or self.c.memory._closed.is_set():  # Mneme is quitting: nothing to ask
             event.accept()
             return

@@ -643,3 +643,21 @@ def test_a_bad_line_offers_to_import_the_rest_in_words(controller, qtbot, tmp_pa
     assert "Imported 2 messages" in message and "Skipped 1 bad line: export.jsonl:2" in message
     assert controller.errors == []
     assert controller.memory.search("lighthouse keeper").hits
+
+
+def test_the_window_remembers_its_size_and_place(controller, qtbot):
+    from mneme.app.window import MainWindow
+
+    window = controller.window()
+    window.show()
+    qtbot.waitExposed(window)
+    window.resize(720, 580)  # within the offscreen screen (800 x 600), not the first-run 1100 x 700
+    window.move(40, 30)
+    answer_when_shown(qtbot, lambda: window.close_box, "Cancel", {})
+    window.close()  # no tray here: asked, and Cancel keeps it; the size and place are saved either way
+    again = MainWindow(controller)  # as at the next start
+    try:
+        assert (again.width(), again.height()) == (window.width(), window.height()) == (720, 580)
+        assert (again.geometry().x(), again.geometry().y()) == (window.geometry().x(), window.geometry().y())
+    finally:
+        again.deleteLater()

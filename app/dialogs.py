@@ -6,7 +6,7 @@ import logging
 
 from mneme.app.qt import (QApplication, QCheckBox, QDialog, QDialogButtonBox, QLabel, QLineEdit,
                           QMessageBox, QRadioButton, QVBoxLayout)
-from mneme.core.errors import UserError
+from mneme.core.errors import LockedError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,27 @@ def error_and_buttons(dialog: QDialog, layout: QVBoxLayout) -> QLabel:
     return label
 
 
+MIN_PASSPHRASE = 8
+
+
+def passphrase_problem(passphrase: str) -> str | None:
+    """Why a new passphrase is too weak to lock a memory with, or None. Length is what counts
+    against guessing; a few unrelated words are long and easy to remember."""
+    if len(passphrase) < MIN_PASSPHRASE:
+        return (f"Too short: use at least {MIN_PASSPHRASE} characters "
+                "(a few unrelated words are strong and easy to remember).")
+    if len(set(passphrase.lower())) < 4:
+        return "Too easy to guess: it repeats a few characters. Try a few unrelated words."
+    return None
+
+
+def unlock_message(exc: UserError) -> str:
+    """A wrong passphrase said as such (the store says the key is wrong: the key comes from it)."""
+    if isinstance(exc, LockedError) and "key is wrong" in exc.message:
+        return "Wrong passphrase. Nothing was changed; try again."
+    return exc.message
+
+
 class UnlockDialog(QDialog):
     """Asks for the passphrase; *try_unlock(passphrase)* raises UserError when it is wrong, and the
     dialog stays open with the reason shown. Nothing is changed by a wrong passphrase."""
@@ -72,7 +93,7 @@ class UnlockDialog(QDialog):
         try:
             self.result_value = self.try_unlock(self.passphrase.text())
         except UserError as exc:
-            self.error.setText(exc.message)
+            self.error.setText(unlock_message(exc))
             self.passphrase.selectAll()
             return
         self.accept()
@@ -128,6 +149,10 @@ class Onboarding(QDialog):
         if self.mode() == "passphrase":
             if not self.passphrase.text():
                 self.error.setText("Choose a passphrase.")
+                return
+            weak = passphrase_problem(self.passphrase.text())
+            if weak:
+                self.error.setText(weak)
                 return
             if self.passphrase.text() != self.passphrase2.text():
                 self.error.setText("The two passphrases differ.")

@@ -14,7 +14,7 @@ import traceback
 
 from mneme.app.qt import (QApplication, QInputDialog, QLineEdit, QLocalServer, QLocalSocket,
                           QMessageBox, QObject, QTimer, Signal)
-from mneme.app.dialogs import Onboarding, UnlockDialog, show_error
+from mneme.app.dialogs import Onboarding, UnlockDialog, passphrase_problem, show_error
 from mneme.app.tasks import TaskManager
 from mneme.app.window import MainWindow, RecallOverlay, Tray
 from mneme.core import keys
@@ -55,17 +55,23 @@ class Controller(QObject):
         self._llm = None
         self._llm_factory = llm_factory
         self._llm_lock = threading.Lock()
+        self._llm_stale = False
         self._assistant = None
         self._window = None
         self.capture = None           # capture.service.CaptureService, once started
+        self.capture_factory = None   # how to build it (tests give one with a fake screen)
         self.overlay = RecallOverlay(self)
         self.tray = Tray(self)
         self.hotkey_pressed.connect(self.recall)
         self._hotkey = None
-        self.capture_state.connect(self.tray.refresh)
+        self.capture_state.connect(self.capture_changed)
+        self._status_timer = QTimer(self, interval=15_000)  # "Paused until …" runs out; a CLI may pause
+        self._status_timer.timeout.connect(self.capture_changed)
+        self._status_timer.start()
         self.server = None
         self.errors: list[BaseException] = []
         self.locked = False
+        self.quitting = False
         self._desktop = None          # for idle time, used on the GUI thread only
         self._idle_lock_broken = False  # told the user once that idle time cannot be read
         self._idle_timer = QTimer(self, interval=30_000)
@@ -90,12 +96,26 @@ class Controller(QObject):
             return True
         return QMessageBox.question(self._window, "Mneme", text) == QMessageBox.Yes
 
+    def choose(self, text: str, action: str) -> bool:
+        """Ask whether to do *action* (the button's words); Cancel declines."""
+        if not self.interactive:
+            return True
+        box = QMessageBox(QMessageBox.Question, "Mneme", text, parent=self._window)
+        yes = box.addButton(action, QMessageBox.AcceptRole)
+        box.addButton(QMessageBox.Cancel)
+        box.exec()
+        return box.clickedButton() is yes
+
     def ask_passphrase(self, title: str) -> str:
         text, ok = QInputDialog.getText(self._window, "Mneme", title, QLineEdit.Password)
         return text if ok else ""
 
     def ask_new_passphrase(self, title: str) -> str:
         first = self.ask_passphrase(title)
+        weak = passphrase_problem(first) if first else None
+        if weak:
+            self.error(UserError(weak, "choose a longer passphrase"))
+            return ""
         if first and self.ask_passphrase("Repeat: " + title) != first:
             self.error(UserError("the two passphrases differ", "try again"))
             return ""
@@ -109,6 +129,10 @@ class Controller(QObject):
         from mneme.core.assistant import Assistant
 
         with self._llm_lock:
+            if self._llm is not None and self._llm_stale:
+                self._llm.close()  # the model setting changed
+                self._llm = None
+            self._llm_stale = False
             if self._llm is None:
                 if self._llm_factory is not None:
                     self._llm = self._llm_factory(self.memory)
@@ -128,11 +152,64 @@ class Controller(QObject):
 
     def pause(self, seconds) -> None:
         self.pause_state.pause(seconds)
-        self.tray.refresh()
+        self.capture_changed()
 
     def resume(self) -> None:
+        """Resume, and start again a capture that stopped or could not start (with the settings as
+        they are now: a fixed setting and Resume capture again)."""
         self.pause_state.resume()
+        if self.memory.config["capture_consent"] and (self.capture is None or self.capture.state != "running"):
+            self.restart_capture()
+        self.capture_changed()
+
+    def capture_status(self):
+        from mneme.capture.service import status
+
+        return status(self.memory.config, self.capture, self.pause_state)
+
+    def capture_status_html(self) -> str:
+        """The capture state with a link that does what the hint says (main window, Settings)."""
+        import html
+
+        st = self.capture_status()
+        link = {"error": ("restart", "Restart capture"), "off": ("on", "Turn capture on"),
+                "paused": ("resume", "Resume")}.get(st.state)
+        if st.state == "off" and self.memory.config["capture_consent"]:
+            link = ("restart", "Start capture")
+        colour = {"capturing": "#2e7d32", "paused": "#9e6a00", "off": "#757575", "error": "#c62828"}[st.state]
+        text = f'<span style="color:{colour}">●</span> {html.escape(st.text)}'
+        if st.state == "error" and st.hint:
+            text += f" — {html.escape(st.hint)}"
+        return text + (f' · <a href="{link[0]}">{link[1]}</a>' if link else "")
+
+    def capture_link(self, href: str) -> None:
+        {"restart": self.restart_capture, "on": lambda: self.set_capture(True),
+         "resume": self.resume}.get(href, lambda: None)()
+
+    def capture_changed(self) -> None:
+        """The capture state changed (or may have): the tray, the window and Settings show it."""
         self.tray.refresh()
+        if self._window is not None:
+            self._window.refresh_capture()
+
+    def set_capture(self, on: bool) -> str | None:
+        """The capture switch (Settings and the tray): on starts capturing now, off stops it."""
+        self.memory.config.set("capture_consent", on)
+        self.memory.config.save()
+        if on:
+            note = self.start_capture()
+        else:
+            note = None
+            self.stop_capture()
+        if self._window is not None:  # the switch in Settings follows the tray's
+            self._window.settings.capture_on.setChecked(on)
+        self.capture_changed()
+        return note
+
+    def stop_capture(self) -> None:
+        if self.capture is not None:
+            self.capture.close()
+            self.capture = None
 
     def tray_available(self) -> bool:
         return self.tray.icon is not None
@@ -141,11 +218,24 @@ class Controller(QObject):
         s = self.memory.store.counts("")
         return f"{s['sources']} moments remembered · {self.memory.home}"
 
-    def settings_changed(self) -> None:
-        """Saved settings take effect at once: exclusions on the next frame, the hotkey now."""
-        if self.capture is not None:
+    def settings_changed(self, before: dict | None = None) -> None:
+        """Saved settings take effect at once: the capture switch; exclusions, intervals and retention
+        on the running capture (one that had stopped starts again with them); the hotkey; the model."""
+        cfg = self.memory.config
+        changed = {k for k, v in cfg.as_dict().items() if before is None or before.get(k) != v}
+        if "capture_consent" in changed and not cfg["capture_consent"]:
+            self.stop_capture()
+        elif cfg["capture_consent"] and (self.capture is None or self.capture.state != "running"):
+            self.restart_capture()
+        elif self.capture is not None:
             self.capture.apply_settings()
-        self.start_hotkey()
+        if "model_path" in changed or "n_ctx" in changed:
+            self._llm_stale = True  # the next question loads the model the settings now name
+        if before is None or "hotkey" in changed:
+            note = self.start_hotkey()
+            if note and self._window is not None:
+                self._window.statusBar().showMessage(note)
+        self.capture_changed()
 
     def capture_problem(self) -> str | None:
         """Why capture that should be running is not (shown in the tray, restartable)."""
@@ -154,10 +244,15 @@ class Controller(QObject):
         return None
 
     def restart_capture(self) -> None:
+        """Start capture again with the current settings; a failure shows as the error state."""
         if self.capture is not None:
-            self.capture.restart()
+            try:
+                self.capture.restart()
+            except Exception as exc:
+                log.warning("capture not restarted: %s", exc)
         else:
             self.start_capture()
+        self.capture_changed()
 
     def change_key_mode(self, mode: str) -> None:
         passphrase = None
@@ -218,6 +313,7 @@ class Controller(QObject):
     def _unlocked(self, memory, restart_capture: bool) -> None:
         self.memory = memory
         self._idle_timer.start()
+        self._status_timer.start()
         self.pause_state = PauseState(memory.home)
         self.locked = False
         self._assistant = None
@@ -234,14 +330,14 @@ class Controller(QObject):
         from mneme.capture.service import CaptureService
 
         if self.capture is None:
-            self.capture = CaptureService(self.memory, on_change=self.capture_state.emit)
+            self.capture = (self.capture_factory or CaptureService)(self.memory, on_change=self.capture_state.emit)
         try:
             self.capture.start()  # retention runs at start and hourly while capturing
-        except Exception as exc:
+        except Exception as exc:  # the service keeps the error and its hint: shown, restartable
             log.warning("capture not started: %s", exc)
-            self.capture.close()
-            self.capture = None
-            return f"capture could not start: {exc}"
+            return f"capture could not start: {self.capture.error}"
+        finally:
+            self.capture_changed()
         self.pipeline = self.capture.pipeline
         return None
 
@@ -250,6 +346,7 @@ class Controller(QObject):
 
         if self._hotkey is not None:
             self._hotkey.stop()
+            self._hotkey.join(2)  # its X connection closed before the display may go
             self._hotkey = None
         try:
             from pynput import keyboard  # needs a display; imported only here
@@ -275,12 +372,16 @@ class Controller(QObject):
         conn.readyRead.connect(lambda: (conn.readAll(), self.window().show_tab("Ask")))
 
     def quit(self) -> None:
+        self.quitting = True
+        if self._window is not None and not self.memory._closed.is_set():
+            self._window.save_place()
         self.shutdown()
         QApplication.instance().quit()
 
     def shutdown(self, keep_server: bool = False) -> None:
         if self._hotkey is not None:
             self._hotkey.stop()
+            self._hotkey.join(2)  # its X connection closed before the display may go
             self._hotkey = None
         if self.capture is not None:
             self.capture.close()
@@ -289,6 +390,7 @@ class Controller(QObject):
             self._desktop.close()
         self._desktop = None
         self._idle_timer.stop()
+        self._status_timer.stop()
         for task in list(self.tasks.running):
             task.cancel.set()
         self.tasks.wait_all()
@@ -361,7 +463,8 @@ def run(home=None) -> int:
     sys.excepthook = excepthook
     controller.listen_single_instance()
     window = controller.window()
-    notes = [n for n in (controller.start_capture(), controller.start_hotkey()) if n]
+    controller.start_capture()  # its state (and what to do when it cannot run) is in the status bar
+    notes = [n for n in (controller.start_hotkey(),) if n]
     window.statusBar().showMessage(" · ".join([controller.status_text(), *notes]))
     window.show()
     app.aboutToQuit.connect(lambda: controller.memory._closed.is_set() or controller.shutdown())

@@ -1,6 +1,6 @@
 """The only module that imports PySide6: the rest of the app takes Qt names from here."""
 
-from PySide6.QtCore import (QByteArray, QDate, QEvent, QObject, QSize, Qt, QThread, QTimer, Signal,
+from PySide6.QtCore import (QByteArray, QDate, QDateTime, QEvent, QLocale, QPoint, QObject, QSize, Qt, QThread, QTimer, Signal,
                             Slot)
 from PySide6.QtGui import (QAction, QColor, QFont, QGuiApplication, QIcon, QImage, QKeySequence,
                            QPainter, QPixmap, QTextCharFormat, QTextCursor)

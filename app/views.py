@@ -9,6 +9,7 @@ import threading
 import time
 from datetime import datetime, timedelta
 
+from mneme.app.results import ResultList, highlight, pixmap, when  # noqa: F401 (when, highlight: used by others)
 from mneme.app.tasks import Latest
 from mneme.app.qt import (QCheckBox, QComboBox, QDateEdit, QDoubleSpinBox, QFormLayout, QHBoxLayout,
                           QImage, QLabel, QLineEdit, QListWidget, QListWidgetItem, QPixmap,
@@ -17,23 +18,6 @@ from mneme.app.qt import (QCheckBox, QComboBox, QDateEdit, QDoubleSpinBox, QForm
                           QApplication, QIcon)
 
 STREAM_BATCH_MS = 50
-
-
-def when(ts: float) -> str:
-    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M")
-
-
-def highlight(text: str, query: str) -> str:
-    out = html.escape(text)
-    for word in sorted({w for w in re.findall(r"\w{2,}", query)}, key=len, reverse=True):
-        out = re.sub(rf"(?i)\b({re.escape(html.escape(word))})", r"<b>\1</b>", out)
-    return out
-
-
-def pixmap(data: bytes) -> QPixmap:
-    img = QImage()
-    img.loadFromData(data)
-    return QPixmap.fromImage(img)
 
 
 class SourceView(QTextBrowser):
@@ -82,15 +66,74 @@ def _linked(text: str, citations: list[dict]) -> str:
     return re.sub(r"\[(\d+)\]", link, html.escape(text))
 
 
+def answer_html(answer) -> str:
+    """A checked answer: its text with each [n] a link, then each source with the quote that backs
+    it, highlighted (the Ask view and the recall overlay show it alike)."""
+    cites = "".join(f'<li><a href="mneme://source/{c.source_ids[0]}">[{c.n}] {when(c.time)} · '
+                    f'{html.escape(" · ".join(p for p in (c.app, c.title, c.speaker) if p))}</a>'
+                    f'<br><span style="background:#fff3b0; color:#111">{html.escape(c.quote)}</span></li>'
+                    for c in answer.citations if c.source_ids)
+    links = [{"n": c.n, "source_ids": c.source_ids} for c in answer.citations]
+    return f"<p>{_linked(answer.text, links)}</p>" + (f"<h4>Sources</h4><ol>{cites}</ol>" if cites else "")
+
+
+class AnswerStream:
+    """Asks the assistant on a worker thread; the streamed text reaches *on_text* in ~50 ms batches
+    on the GUI thread, the checked answer *on_done*. One question at a time; ``stop`` cancels."""
+
+    def __init__(self, controller, parent, on_text, on_done, on_failed):
+        self.c, self.on_text, self.on_done, self.on_failed = controller, on_text, on_done, on_failed
+        self.task = None
+        self.text = ""
+        self._buffer: list[str] = []  # appended by the model worker, drained by the GUI thread
+        self._lock = threading.Lock()
+        self._timer = QTimer(parent, interval=STREAM_BATCH_MS)
+        self._timer.timeout.connect(self.flush)
+
+    def start(self, question: str) -> bool:
+        if self.task is not None:
+            return False
+        self.text = ""
+
+        def work(task):
+            return self.c.assistant().ask(question, on_token=self._take, cancel=task.cancel)
+
+        self.task = self.c.tasks.run(work, on_done=self._finished, on_failed=self._failed)
+        self._timer.start()
+        return True
+
+    def _take(self, text: str) -> None:  # on the model's worker thread
+        with self._lock:
+            self._buffer.append(text)
+
+    def flush(self) -> None:
+        with self._lock:
+            parts, self._buffer = self._buffer, []
+        if parts:
+            self.text += "".join(parts)
+            self.on_text(self.text)
+
+    def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel.set()
+
+    def _finished(self, answer) -> None:
+        self._timer.stop()
+        self.flush()
+        self.task = None
+        self.on_done(answer)
+
+    def _failed(self, exc, tb) -> None:
+        self._timer.stop()
+        self.task = None
+        self.on_failed(exc, tb)
+
+
 class AskView(QWidget):
     def __init__(self, controller):
         super().__init__()
         self.c = controller
-        self.task = None
-        self._buffer: list[str] = []  # appended by the model worker, drained by the GUI thread
-        self._buffer_lock = threading.Lock()
-        self._flush = QTimer(self, interval=STREAM_BATCH_MS)
-        self._flush.timeout.connect(self.flush)
+        self.stream = AnswerStream(controller, self, self.streamed, self.finished, self.failed)
         self.question = QLineEdit(placeholderText="Ask your memory… e.g. what did Anna say about the launch last week?")
         self.question.returnPressed.connect(self.ask)
         self.ask_button = QPushButton("Ask")
@@ -146,44 +189,26 @@ class AskView(QWidget):
         if not q or self.task is not None:
             return
         self.answer.setHtml("")
-        self._text = ""
+        self.source.setHtml("")  # not the previous question's source
         self.status.setText("Searching your memory…" if self.c.llm_loaded() else
                             "Loading the model (the first time), then searching your memory…")
         self.ask_button.setEnabled(False)
         self.stop_button.setEnabled(True)
+        self.stream.start(q)
 
-        def work(task):
-            return self.c.assistant().ask(q, on_token=self._take_token, cancel=task.cancel)
+    @property
+    def task(self):
+        return self.stream.task
 
-        self.task = self.c.tasks.run(work, on_done=self.finished, on_failed=self.failed)
-        self._flush.start()
-
-    def _take_token(self, text: str) -> None:  # on the model's worker thread
-        with self._buffer_lock:
-            self._buffer.append(text)
-
-    def flush(self) -> None:
-        with self._buffer_lock:
-            parts, self._buffer = self._buffer, []
-        if parts:
-            self._text += "".join(parts)
-            self.answer.setPlainText(self._text)
-            self.status.setText("Checking each sentence against your memory…")
+    def streamed(self, text: str) -> None:
+        self.answer.setPlainText(text)
+        self.status.setText("Checking each sentence against your memory…")
 
     def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel.set()
+        self.stream.stop()
 
     def finished(self, answer) -> None:
-        self._flush.stop()
-        self.flush()
-        cites = "".join(f'<li><a href="mneme://source/{c.source_ids[0]}">[{c.n}] {when(c.time)} · '
-                        f'{html.escape(" · ".join(p for p in (c.app, c.title, c.speaker) if p))}</a>'
-                        f'<br><span style="background:#fff3b0">{html.escape(c.quote)}</span></li>'
-                        for c in answer.citations)
-        links = [{"n": c.n, "source_ids": c.source_ids} for c in answer.citations]
-        self.answer.setHtml(f"<p>{_linked(answer.text, links)}</p>"
-                            + (f"<h4>Sources</h4><ol>{cites}</ol>" if cites else ""))
+        self.answer.setHtml(answer_html(answer))
         if answer.citations:
             self.source.show_source(self.c.memory, answer.citations[0].source_ids[0])
         else:
@@ -193,13 +218,11 @@ class AskView(QWidget):
         self.load_history()
 
     def failed(self, exc, tb) -> None:
-        self._flush.stop()
         self.done()
         self.status.setText("")
         self.c.error(exc, tb)
 
     def done(self) -> None:
-        self.task = None
         self.ask_button.setEnabled(True)
         self.stop_button.setEnabled(False)
 
@@ -223,11 +246,14 @@ class SearchView(QWidget):
         self.kind = QComboBox()
         self.kind.addItems(list(self.KINDS))
         self.app = QLineEdit(placeholderText="app or conversation")
-        self.results = QListWidget()
-        self.results.setIconSize(QSize(120, 68))
+        self.results = ResultList()
         self.results.itemActivated.connect(self.open)
         self.results.itemClicked.connect(self.open)
+        self.results.currentItemChanged.connect(self._current_changed)
+        self.query.installEventFilter(self)  # arrows from the search box move through the results
         self.source = SourceView()
+        self.pinned: int | None = None  # a moment opened from the overlay, kept in the preview
+        self._keep_pin = False
         self.latest = Latest(controller.tasks, self._query,
                              on_done=lambda args, out: self.show_results(args[0], args[1], *out),
                              on_failed=controller.error)
@@ -240,19 +266,85 @@ class SearchView(QWidget):
         row.addWidget(self.range)
         row.addWidget(self.kind)
         row.addWidget(self.app)
+        self.chips_row = QHBoxLayout()  # every filter in effect, each removable
+        self.chips_row.addStretch(1)
+        self.chips: list[QPushButton] = []
         split = QSplitter()
         split.addWidget(self.results)
         split.addWidget(self.source)
         layout = QVBoxLayout(self)
         layout.addLayout(row)
+        layout.addLayout(self.chips_row)
         layout.addWidget(split, 1)
+
+    def _current_changed(self, item, _old) -> None:  # the preview follows the keyboard
+        if item is not None and not self.c.memory._closed.is_set():
+            self.open(item)
+
+    # -- filters as chips: the boxes' and the ones understood from the query ("in Slack last week")
+    def filters(self, parsed=None) -> list[tuple[str, object]]:
+        """(label, how to remove it) for each filter in effect."""
+        out: list[tuple[str, object]] = []
+        if self.range.currentIndex():
+            out.append((self.range.currentText(), lambda: self.range.setCurrentIndex(0)))
+        if self.kind.currentIndex():
+            out.append((f"{self.kind.currentText()} only", lambda: self.kind.setCurrentIndex(0)))
+        if self.app.text().strip():
+            out.append((f"in {self.app.text().strip()}", lambda: self.app.setText("")))
+        elif parsed is not None and parsed.app:
+            app = parsed.app
+            out.append((f"in {app} (from your words)", lambda: self._drop_words(
+                rf"\b(?:in|on|from|via) {re.escape(app)}\b")))
+        said = None if parsed is None else (parsed.since, parsed.until) if parsed.since is not None else \
+            (parsed.prefer_since, parsed.prefer_until) if parsed.prefer_since is not None else None
+        if said is not None and not self.range.currentIndex():  # a time said is preferred, not required
+            span = self._span_text(*said)
+            out.append((f"prefers {span} (from your words)", lambda: self._drop_time()))
+        return out
+
+    @staticmethod
+    def _span_text(since: float, until: float | None) -> str:
+        a = datetime.fromtimestamp(since)
+        b = datetime.fromtimestamp(until) - timedelta(seconds=1) if until else None
+        if b is None or a.date() == b.date():
+            return a.strftime("%a %x")
+        return f"{a:%x} – {b:%x}"
+
+    def _drop_words(self, pattern: str) -> None:
+        self.query.setText(re.sub(r"\s+", " ", re.sub(pattern, " ", self.query.text(), flags=re.IGNORECASE)).strip())
+
+    def _drop_time(self) -> None:
+        from mneme.core.timefilter import parse_query
+
+        text = self.query.text()
+        without = parse_query(text).text  # no apps given: only the time words go
+        self.query.setText(without)
+
+    def show_chips(self, parsed=None) -> None:
+        implied = parsed.app if parsed is not None and parsed.app and not self.app.text().strip() else None
+        self.app.setPlaceholderText(f"{implied} (from your words)" if implied else "app or conversation")
+        for chip in self.chips:
+            self.chips_row.removeWidget(chip)
+            chip.deleteLater()
+        self.chips = []
+        for i, (label, remove) in enumerate(self.filters(parsed)):
+            chip = QPushButton(f"{label}  ✕")
+            chip.setToolTip("Remove this filter")
+            chip.setFlat(True)
+            chip.setStyleSheet("QPushButton { border: 1px solid #9e9ad6; border-radius: 10px; padding: 2px 10px; }")
+            chip.clicked.connect(remove)
+            self.chips_row.insertWidget(i, chip)
+            self.chips.append(chip)
 
     def search(self) -> None:
         q = self.query.text().strip()
         self.seq += 1
         seq = self.seq
+        if not self._keep_pin:
+            self.pinned = None  # the user typed or changed a filter: the preview follows the results
         if not q:
             self.results.clear()
+            self.show_chips()
             return
         days = self.RANGES[self.range.currentText()]
         since = time.time() - days * 86400 if days else None
@@ -267,178 +359,42 @@ class SearchView(QWidget):
     def show_results(self, seq: int, q: str, result, thumbs: dict[int, bytes] | None = None) -> None:
         if seq != self.seq:
             return  # a newer keystroke already asked again
-        self.results.clear()
-        for hit in result.hits:
-            item = QListWidgetItem()
-            label = QLabel(f"<small>{when(hit.time)} · {html.escape(hit.app)} · {html.escape(hit.title)}</small><br>"
-                           f"{highlight(hit.text[:240], q)}")
-            label.setWordWrap(True)
-            item.setData(Qt.UserRole, hit.source_ids[0])
-            item.setSizeHint(QSize(400, 64))
-            thumb = (thumbs or {}).get(hit.source_ids[0])
-            if thumb:
-                item.setIcon(QIcon(pixmap(thumb)))
-            self.results.addItem(item)
-            self.results.setItemWidget(item, label)
-        if not result.hits and q.strip():
-            # The relevance floor left nothing: an honest empty state, not the nearest unrelated thing.
-            empty = QListWidgetItem("Nothing relevant found in your memory.")
-            empty.setFlags(Qt.NoItemFlags)
-            self.results.addItem(empty)
+        self.results.blockSignals(True)
+        self.results.show_hits(result.hits, result.parsed.text or q, thumbs)  # "in Slack" is a filter, not a match
+        self.results.blockSignals(False)
         self.shown = result
+        self.show_chips(result.parsed)
+        ids = [h.source_ids[0] for h in result.hits]
+        if self.pinned is not None:  # opened from the overlay: that moment stays, selected if listed
+            if self.pinned in ids:
+                self.results.setCurrentRow(ids.index(self.pinned))
+            return
+        if ids:  # the preview follows the new results, never the previous query's moment
+            self.results.setCurrentRow(0)
+            self.source.show_source(self.c.memory, ids[0])
+        else:
+            self.source.setHtml("")
+            self.source.shown_source = None
 
     def open(self, item) -> None:
         if item.data(Qt.UserRole) is not None:
             self.source.show_source(self.c.memory, item.data(Qt.UserRole))
 
-
-class TimelineView(QWidget):
-    def __init__(self, controller):
-        super().__init__()
-        self.c = controller
-        self.frames: list[tuple] = []
-        self.day = QDateEdit(QDate.currentDate())
-        self.day.setCalendarPopup(True)
-        self.day.dateChanged.connect(self.load)
-        self.slider = QSlider(Qt.Horizontal)
-        self.slider.valueChanged.connect(self.show_frame)
-        self.image = QLabel("No frames on this day.")
-        self.image.setAlignment(Qt.AlignCenter)
-        self.image.setMinimumSize(480, 270)
-        self.caption = QLabel("")
-        self.text = QPlainTextEdit(readOnly=True)
-        self.copy_button = copy = QPushButton("Copy text")
-        copy.clicked.connect(lambda: QApplication.clipboard().setText(self.text.toPlainText()))
-        self.delete_button = QPushButton("Forget this frame")
-        self.delete_button.clicked.connect(self.forget_frame)
-        self.forget_day_button = QPushButton("Forget this day")
-        self.forget_day_button.clicked.connect(self.forget_day)
-        top = QHBoxLayout()
-        top.addWidget(QLabel("Day"))
-        top.addWidget(self.day)
-        top.addWidget(self.slider, 1)
-        buttons = QHBoxLayout()
-        for b in (copy, self.delete_button, self.forget_day_button):
-            buttons.addWidget(b)
-        split = QSplitter()
-        split.addWidget(self.image)
-        split.addWidget(self.text)
-        layout = QVBoxLayout(self)
-        layout.addLayout(top)
-        layout.addWidget(self.caption)
-        layout.addWidget(split, 1)
-        layout.addLayout(buttons)
-        self.load()
-
-    def span(self) -> tuple[float, float]:
-        d = self.day.date().toPython()
-        start = datetime(d.year, d.month, d.day).timestamp()
-        return start, (datetime(d.year, d.month, d.day) + timedelta(days=1)).timestamp()
-
-    def load(self) -> None:
-        self.frames = self.c.memory.store.frames_between(*self.span())
-        self.slider.setRange(0, max(0, len(self.frames) - 1))
-        self.slider.setValue(len(self.frames) - 1 if self.frames else 0)
-        self.show_frame(self.slider.value())
-
-    def show_frame(self, i: int) -> None:
-        if not self.frames:
-            self.image.setPixmap(QPixmap())
-            self.image.setText("No frames on this day.")
-            self.caption.setText("")
-            self.text.setPlainText("")
-            return
-        sid, ts, app, title = self.frames[i]
-        picture = self.c.memory.store.picture_for(sid)
-        if picture is not None:
-            self.image.setPixmap(pixmap(picture[2]).scaledToWidth(640, Qt.SmoothTransformation))
-        else:
-            self.image.setPixmap(QPixmap())
-            self.image.setText("No picture kept yet on this monitor.")
-        if picture is not None and picture[0] != sid:
-            self.image.setToolTip(f"The screen at {when(picture[1])}: pictures are kept every image interval "
-                                  "(Settings); the text below is what appeared at this moment.")
-        else:
-            self.image.setToolTip("")
-        self.caption.setText(f"{when(ts)} · {app} · {title}  ({i + 1} of {len(self.frames)})")
-        self.text.setPlainText(self.c.memory.store.source_text(sid))
-        self.current = sid
-
-    def forget_frame(self) -> None:
-        if self.frames:
-            self.c.memory.forget(source_ids=[self.current])
-            self.load()
-
-    def forget_day(self) -> None:
-        if self.c.confirm(f"Forget everything from {self.day.date().toString('yyyy-MM-dd')}? This cannot be undone."):
-            self.c.memory.forget(*self.span())
-            self.load()
-
-
-class SettingsView(QWidget):
-    def __init__(self, controller):
-        super().__init__()
-        self.c = controller
-        cfg = controller.memory.config
-        form = QFormLayout(self)
-        self.interval = QDoubleSpinBox(minimum=0.5, maximum=600, value=cfg["capture_interval"], suffix=" s")
-        self.idle = QSpinBox(minimum=0, maximum=86400, value=cfg["idle_pause_seconds"], suffix=" s")
-        self.days = QSpinBox(minimum=0, maximum=3650, value=cfg["retention_days"], suffix=" days")
-        self.gb = QDoubleSpinBox(minimum=0, maximum=10000, value=cfg["retention_gb"], suffix=" GB")
-        self.apps = QLineEdit(", ".join(cfg["excluded_apps"]))
-        self.titles = QLineEdit(", ".join(cfg["excluded_titles"]))
-        self.model = QLineEdit(cfg["model_path"], placeholderText="bundled Gemma 3 270M")
-        self.hotkey = QLineEdit(cfg["hotkey"])
-        self.key_mode = QComboBox()
-        self.key_mode.addItems(["keyring", "passphrase"])
-        self.key_mode.setCurrentText(controller.memory.meta.mode)
-        from mneme.app.autostart import autostart
-
-        self.autostarter = autostart()
-        self.autostart = QCheckBox("Start Mneme when I log in")
-        self.autostart.setChecked(self.autostarter.enabled())
-        self.meter = QProgressBar()
-        self.save_button = QPushButton("Save")
-        self.save_button.clicked.connect(self.save)
-        self.saved = QLabel("")
-        for label, w in (("Capture every", self.interval), ("Pause when idle after", self.idle),
-                         ("Keep frames for", self.days), ("…and at most", self.gb),
-                         ("Never capture apps", self.apps), ("…or window titles (regex)", self.titles),
-                         ("Answer model (GGUF)", self.model), ("Recall hotkey", self.hotkey),
-                         ("Key storage", self.key_mode), ("", self.autostart), ("Storage", self.meter),
-                         ("", self.save_button), ("", self.saved)):
-            form.addRow(label, w)
-        self.refresh_meter()
-
-    def refresh_meter(self) -> None:
-        count, used = self.c.memory.store.frame_usage()
-        budget = self.c.memory.config["retention_gb"] * 1e9 or max(used, 1)
-        self.meter.setRange(0, 1000)
-        self.meter.setValue(int(min(1.0, used / budget) * 1000))
-        self.meter.setFormat(f"{count} frames, {used / 1e6:.1f} MB of {budget / 1e9:.1f} GB")
-
-    def save(self) -> None:
-        cfg = self.c.memory.config
+    def open_moment(self, query: str, source_id: int) -> None:
+        """Show *source_id* (from the overlay) with the query's other results beside it."""
+        self.pinned = source_id
+        self.source.show_source(self.c.memory, source_id)
+        self._keep_pin = True
         try:
-            cfg.set("capture_interval", float(self.interval.value()))
-            cfg.set("idle_pause_seconds", int(self.idle.value()))
-            cfg.set("retention_days", int(self.days.value()))
-            cfg.set("retention_gb", float(self.gb.value()))
-            cfg.set("excluded_apps", [a.strip() for a in self.apps.text().split(",") if a.strip()])
-            cfg.set("excluded_titles", [t.strip() for t in self.titles.text().split(",") if t.strip()])
-            if self.model.text().strip():
-                from mneme.models.registry import check_gguf
+            if self.query.text() != query:
+                self.query.setText(query)
+            else:
+                self.search()
+        finally:
+            self._keep_pin = False
 
-                check_gguf(self.model.text().strip())
-            cfg.set("model_path", self.model.text().strip())
-            cfg.set("hotkey", self.hotkey.text().strip())
-            cfg.save()
-            if self.autostart.isChecked() != self.autostarter.enabled():
-                self.autostarter.set_enabled(self.autostart.isChecked())
-            if self.key_mode.currentText() != self.c.memory.meta.mode:
-                self.c.change_key_mode(self.key_mode.currentText())
-        except Exception as exc:  # a bad value: say which, keep the rest
-            self.c.error(exc)
-            return
-        self.saved.setText("Saved.")
-        self.c.settings_changed()
+    def eventFilter(self, obj, event) -> bool:
+        if obj is self.query and event.type() == event.Type.KeyPress and event.key() in (Qt.Key_Down, Qt.Key_Up):
+            self.results.move(1 if event.key() == Qt.Key_Down else -1)
+            return True
+        return super().eventFilter(obj, event)

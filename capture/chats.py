@@ -73,9 +73,13 @@ def _clean(text: str) -> str:
         return text.encode("utf-8", "replace").decode("utf-8")
 
 
+class BadItemError(BadInputError):
+    """One line or item of an export is bad; the rest can be imported with ``skip_bad``."""
+
+
 def _bad(parsed: Parsed, where: str, why: str, skip_bad: bool, hint: str) -> None:
     if not skip_bad:
-        raise BadInputError(f"{where}: {why}; nothing was imported",
+        raise BadItemError(f"{where}: {why}; nothing was imported",
                             f"{hint}, or pass --skip-bad to import the rest and list what was skipped")
     parsed.skipped.append(f"{where}: {why}")
 

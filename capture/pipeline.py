@@ -40,6 +40,11 @@ PALETTE_MAX_ERROR = 2.0  # mean absolute error per channel (0–255) a palette p
 MARGIN = 8  # px around a changed region, so words on its edge are read whole
 WORD_GAP = 6  # px without ink that separate two words
 LINE_REACH = 48  # px a strip to read may grow to reach a blank row (a line of text is less)
+OCR_FAILURES_IN_A_ROW = 3  # frames that fail one after another before reading is given up as broken
+
+
+class OCRStopped(RuntimeError):
+    """The OCR worker has died: frames would queue up and never be stored, so capture stops too."""
 
 
 @dataclass
@@ -210,6 +215,7 @@ class CapturePipeline:
         self._context: dict[int, tuple | None] = {}  # (app, page) of each monitor's last frame
         self._screen = None
         self._worker: threading.Thread | None = None
+        self.worker_error: BaseException | None = None  # why the OCR worker died
         self._last_window: int | None = None
         self._last_small: dict[int, np.ndarray] = {}   # each monitor's last grab, downscaled
         self._first_seen: dict[int, float] = {}        # when a change not yet queued was first seen
@@ -237,15 +243,17 @@ class CapturePipeline:
         if self._screen is None:
             self._screen = self.screen_factory()
         active = self.desktop.active()
-        hidden = [w.rect for w in self.desktop.visible() if self.exclusions.excluded(w)]
-        if self.exclusions.excluded(active) and active.rect not in hidden:
-            hidden.append(active.rect)
+        windows = self.desktop.visible()  # bottom to top
+        stack = [(w.rect, self.exclusions.excluded(w)) for w in windows]
+        if self.exclusions.excluded(active) and active.id not in {w.id for w in windows}:
+            stack.append((active.rect, True))  # not listed (no window manager): the active one is on top
+        hidden = any(hide for _, hide in stack)
         window = None if self.exclusions.excluded(active) else active
         now = time.time()
         queued = 0
         for mon in self._screen.monitors():
             rgb = self._screen.grab(mon)
-            masked = mask(rgb, hidden, (mon.left, mon.top))
+            masked = mask(rgb, stack, (mon.left, mon.top))
             self.stats.masked += masked
             small, changed = self.detector.compare(mon.index, rgb)
             last, self._last_small[mon.index] = self._last_small.get(mon.index), small
@@ -299,6 +307,7 @@ class CapturePipeline:
         next_at = 0.0
         try:
             while not stop.is_set():
+                self.check_worker()
                 if time.monotonic() >= next_at or self.window_changed():
                     self.tick()
                     next_at = time.monotonic() + self.interval
@@ -315,14 +324,23 @@ class CapturePipeline:
     # -- OCR side (worker thread) ---------------------------------------------------------------
     def start_worker(self) -> None:
         if self._worker is None:
+            self.worker_error = None
             self._worker = threading.Thread(target=self._work, name="mneme-ocr", daemon=True)
             self._worker.start()
+
+    def check_worker(self) -> None:
+        """Raise ``OCRStopped`` if the OCR worker has died (capture must not go on storing nothing)."""
+        if self._worker is not None and not self._worker.is_alive():
+            exc = self.worker_error
+            raise OCRStopped(f"reading text from the screen failed: "
+                             f"{type(exc).__name__ + ': ' + str(exc) if exc else 'the OCR worker ended'}") from exc
 
     def stop_worker(self) -> None:
         """Finish every queued frame (nothing captured is lost), then stop."""
         if self._worker is not None:
-            self.queue.put(None)
-            self._worker.join()
+            if self._worker.is_alive():
+                self.queue.put(None)
+                self._worker.join()
             self._worker = None
 
     def drain(self) -> None:
@@ -336,14 +354,25 @@ class CapturePipeline:
                 self.process(item)
 
     def _work(self) -> None:
-        while True:
-            item = self.queue.get()
-            if item is None:
-                return
-            try:
-                self.process(item)
-            except Exception:
-                log.exception("processing a frame failed; it was not stored")
+        """Read and store queued frames. One frame that fails is logged and skipped; a few failing
+        in a row (tesseract gone, the store closed) end the worker, and ``check_worker`` says why."""
+        failures = 0
+        try:
+            while True:
+                item = self.queue.get()
+                if item is None:
+                    return
+                try:
+                    self.process(item)
+                    failures = 0
+                except Exception:
+                    failures += 1
+                    log.exception("processing a frame failed; it was not stored")
+                    if failures >= OCR_FAILURES_IN_A_ROW:
+                        raise
+        except BaseException as exc:
+            self.worker_error = exc
+            log.error("the OCR worker stopped (%s)", type(exc).__name__)
 
     def process(self, p: Pending) -> int | None:
         h, w = p.rgb.shape[:2]

@@ -2,8 +2,10 @@
 changes at once and runs retention — used by the CLI's ``mneme capture`` and the desktop app
 alike (each used to assemble capture itself, and the copies drifted).
 
-A capture thread that dies is not silent: it is logged with its traceback, ``state`` says
-"failed" with the reason, ``on_change`` is called, and ``restart`` starts it again.
+A capture that cannot start, or whose capture or OCR thread dies, is not silent: it is logged
+with its traceback, ``state`` says "failed" with the reason (``error``) and what to do (``hint``),
+``on_change`` is called, and ``restart`` starts it again. ``status`` is what the app shows:
+Capturing, Paused until …, Off, or the error and how to fix it.
 """
 
 from __future__ import annotations
@@ -11,12 +13,57 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 
-from mneme.capture.pipeline import CapturePipeline
+from mneme.capture.pipeline import CapturePipeline, OCRStopped
 from mneme.capture.privacy import Exclusions
+from mneme.core.errors import UserError
+from mneme.core.pause import FOREVER, PauseState
 
 log = logging.getLogger(__name__)
 RETENTION_EVERY = 3600.0  # seconds between retention sweeps while capturing
+
+
+@dataclass(frozen=True)
+class CaptureStatus:
+    state: str      # "capturing", "paused", "off" or "error"
+    text: str       # as the user reads it: "Capturing", "Paused until 14:05", …
+    hint: str = ""  # for "off" and "error": what to do
+
+
+def until_text(until: float) -> str:
+    if until == FOREVER:
+        return "until you resume"
+    at = datetime.fromtimestamp(until)
+    return f"until {at:%H:%M}" if at.date() == datetime.now().date() else f"until {at:%x %H:%M}"
+
+
+def status(config, service: "CaptureService | None", pause: PauseState) -> CaptureStatus:
+    """The real capture state, as the main window and the tray show it."""
+    if service is not None and service.state == "failed":
+        return CaptureStatus("error", f"Capture stopped: {service.error}", service.hint)
+    if not config["capture_consent"]:
+        return CaptureStatus("off", "Capture is off", "turn it on in Settings or the tray menu")
+    if service is None or service.state != "running":
+        return CaptureStatus("off", "Capture is not running", "restart capture from the tray menu or Settings")
+    until = pause.paused_until()
+    if until is not None:
+        return CaptureStatus("paused", f"Paused {until_text(until)}", "resume from the tray menu")
+    return CaptureStatus("capturing", "Capturing")
+
+
+def hint_for(exc: BaseException, log_dir=None) -> str:
+    """What the user can do about a capture that stopped with *exc*."""
+    where = f"{log_dir}/mneme.log" if log_dir else "the log"
+    if isinstance(exc, UserError) and exc.hint:
+        return exc.hint + ", then restart capture"
+    if isinstance(exc, OCRStopped):
+        return ("check that tesseract works (`tesseract --version`; packaging/system-deps.sh installs it), "
+                f"then restart capture; {where} has the details")
+    if isinstance(exc, (ConnectionError, OSError)):
+        return f"check that the display is still there, then restart capture; {where} has the details"
+    return f"restart capture; if it stops again, {where} says why"
 
 
 class CaptureService:
@@ -31,6 +78,7 @@ class CaptureService:
         self.pipeline: CapturePipeline | None = None
         self.desktop = None
         self.error: str | None = None
+        self.hint: str = ""
         self._stop: threading.Event | None = None
         self._thread: threading.Thread | None = None
         self._retention: threading.Thread | None = None
@@ -51,8 +99,13 @@ class CaptureService:
         capture raises (no display, no OCR); a failure later shows in ``state``."""
         if self.state == "running":
             return
-        self._build()
-        self.error = None
+        self.error, self.hint = None, ""
+        try:
+            self._build()
+        except Exception as exc:  # shown as the error state; a fixed setting and restart retries
+            self._failed(exc)
+            self._release()
+            raise
         self.sweep()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(self._stop,), name="mneme-capture", daemon=True)
@@ -94,12 +147,17 @@ class CaptureService:
         self._changed()
 
     def restart(self) -> None:
+        """Start again after an error, with the current settings (raises what ``start`` raises)."""
         self.stop()
-        self.error = None
+        self.error, self.hint = None, ""
+        self._release()  # built afresh: a fixed setting or a display that is back is taken up
         self.start()
 
     def close(self) -> None:
         self.stop()
+        self._release()
+
+    def _release(self) -> None:
         if self.pipeline is not None and self.pipeline._screen is not None:
             self.pipeline._screen.close()
             self.pipeline._screen = None
@@ -123,6 +181,8 @@ class CaptureService:
             self.pipeline.interval = config["capture_interval"]
         self.pipeline.idle_after = config["idle_pause_seconds"]
         self.pipeline.image_interval = config["image_interval"]
+        if self.state == "running":  # retention settings too: a sweep now, off the caller's thread
+            threading.Thread(target=self.sweep, name="mneme-retention-now", daemon=True).start()
 
     def sweep(self) -> int:
         """Delete frames past the retention settings; errors are logged, capture goes on."""
@@ -138,9 +198,14 @@ class CaptureService:
             self.pipeline.run(stop)
         except Exception as exc:
             log.exception("screen capture stopped by an error")
-            self.error = f"{type(exc).__name__}: {exc}"
             stop.set()  # ends the retention thread too
-            self._changed()
+            self._failed(exc)
+
+    def _failed(self, exc: BaseException) -> None:
+        self.error = exc.message if isinstance(exc, UserError) else \
+            str(exc) if isinstance(exc, OCRStopped) else f"{type(exc).__name__}: {exc}"
+        self.hint = hint_for(exc, getattr(getattr(self.memory, "layout", None), "logs", None))
+        self._changed()
 
     def _sweeps(self, stop: threading.Event) -> None:
         while not stop.wait(RETENTION_EVERY):

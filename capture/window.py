@@ -50,7 +50,9 @@ class Window:
 
 class Desktop(Protocol):
     def active(self) -> Window | None: ...
-    def visible(self) -> list[Window]: ...
+    def visible(self) -> list[Window]:
+        """The windows on screen (not minimised), in stacking order: bottom first, topmost last."""
+        ...
     def idle_seconds(self) -> float: ...
     def locked(self) -> bool: ...
 
@@ -104,6 +106,9 @@ class X11Desktop:
             return None
         if attrs.map_state != self._X.IsViewable:
             return None
+        state = self._prop(win, "_NET_WM_STATE")
+        if state is not None and self._atom["_NET_WM_STATE_HIDDEN"] in state:
+            return None  # minimised (a window manager may keep it mapped)
         app = (cls[1] if cls else "") or ""
         # The window manager's frame (title bar, borders) shows the title too: include it.
         extents = self._prop(win, "_NET_FRAME_EXTENTS")
@@ -128,6 +133,7 @@ class X11Desktop:
         return self._window(focus.id) if hasattr(focus, "id") and focus.id != self._root.id else None
 
     def visible(self) -> list[Window]:
+        # EWMH lists the managed windows bottom to top; XQueryTree's children are in the same order.
         ids = self._prop(self._root, "_NET_CLIENT_LIST_STACKING")
         if ids is None:
             try:
@@ -189,12 +195,12 @@ class WindowsDesktop:  # pragma: no cover - written for Windows, not run on this
         proc = self._c.WINFUNCTYPE(self._c.c_bool, self._w.HWND, self._w.LPARAM)
 
         def cb(hwnd, _):
-            if self._user32.IsWindowVisible(hwnd):
+            if self._user32.IsWindowVisible(hwnd) and not self._user32.IsIconic(hwnd):
                 found.append(self._info(hwnd))
             return True
 
-        self._user32.EnumWindows(proc(cb), 0)
-        return found
+        self._user32.EnumWindows(proc(cb), 0)  # top to bottom
+        return found[::-1]
 
     def idle_seconds(self) -> float:
         class LASTINPUTINFO(self._c.Structure):

@@ -78,8 +78,26 @@ def test_exclusions_and_masking():
     assert ex.excluded(Window(4, "firefox", "My Bank — Mozilla Firefox"))
     assert not ex.excluded(Window(5, "firefox", "News — Mozilla Firefox"))
     img = np.full((100, 200, 3), 255, dtype=np.uint8)
-    assert mask(img, [(1930, 10, 50, 50)], (1920, 0)) == 1  # a window on the second monitor
+    assert mask(img, [((1930, 10, 50, 50), True)], (1920, 0)) == 1  # a window on the second monitor
     assert img[10:60, 10:60].max() == 0 and img[70:, 70:].min() == 255
+
+
+def test_masks_follow_the_stacking_order():
+    """Only what shows of a hidden window is blacked out: a window above it stays whole, a window
+    below it does not protect it, and a hidden window covered entirely masks nothing."""
+    img = np.full((100, 200, 3), 255, dtype=np.uint8)
+    stack = [((0, 0, 40, 40), False),     # below the hidden one: covered by it where they overlap
+             ((20, 20, 100, 60), True),   # the excluded window
+             ((80, 10, 60, 40), False)]   # raised over its right part
+    assert mask(img, stack, (0, 0)) == 1
+    assert img[20:80, 20:80].max() == 0                         # the part that shows is masked
+    assert img[10:50, 80:140].min() == 255                      # the window above is kept whole
+    assert img[50:80, 80:120].max() == 0                        # the excluded part below it is masked
+    assert img[0:20, 0:40].min() == 255 and img[80:, :].min() == 255
+    img = np.full((100, 200, 3), 255, dtype=np.uint8)
+    covered = [((30, 30, 20, 20), True), ((0, 0, 100, 100), False)]
+    assert mask(img, covered, (0, 0)) == 0 and img.min() == 255  # fully covered: nothing masked
+    assert mask(img, [((300, 0, 20, 20), True)], (0, 0)) == 0 and img.min() == 255  # off this monitor
 
 
 def test_window_page_and_url():

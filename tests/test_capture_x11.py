@@ -229,3 +229,51 @@ def test_password_manager_title_bars_and_look_alike_terminals_are_masked(pipelin
     img = np.asarray(Image.open(io.BytesIO(pipeline.memory.store.frame(sid)["image"])).convert("L"))
     x, y, w, h = keepass.rect
     assert img[max(0, y):y + h, max(0, x):x + w].max() == 0  # title bar and borders blacked out too
+
+
+def _image(mem, sid=None):
+    from PIL import Image
+
+    sid = sid or mem.store.frames_between(0, 2e10)[-1][0]
+    return np.asarray(Image.open(io.BytesIO(mem.store.frame(sid)["image"])).convert("L"))
+
+
+def test_a_window_raised_over_an_excluded_one_is_captured_whole(pipeline, windows):
+    """Masks follow the stacking order: the note raised over the password manager is stored whole
+    (it used to be blacked out where they overlap), and what shows of the password manager is masked."""
+    windows("Database.kdbx - KeePassXC", "keepass entry marmalade", geometry="40,40,700,400", wm_class="keepassxc")
+    windows("Notes", "Call plumber Tuesday about the boiler\nquote was 240 pounds", geometry="400,200,760,400",
+            wm_class="texteditor")
+    shown = pipeline.desktop.visible()
+    keepass = next(w for w in shown if w.app.lower() == "keepassxc")
+    notes = next(w for w in shown if w.title == "Notes")
+    assert shown.index(keepass) < shown.index(notes)  # stacked below the note
+    assert capture(pipeline) == 1
+    text = stored_text(pipeline.memory)
+    assert "plumber Tuesday about the boiler" in text and "240 pounds" in text
+    assert "marmalade" not in text and "kdbx" not in text
+    img = _image(pipeline.memory)
+    x, y, w, h = notes.rect
+    assert (img[y:y + h, x:x + w] == 0).mean() < 0.02  # whole: nothing of it blacked out
+    kx, ky, kw, kh = keepass.rect
+    assert img[ky:y, kx:kx + kw].max() == 0 and img[ky:ky + kh, kx:x].max() == 0  # what shows of it: masked
+    assert pipeline.stats.masked == 1
+
+
+def test_a_minimised_or_covered_excluded_window_masks_nothing(pipeline, windows):
+    windows("Database.kdbx - KeePassXC", "keepass entry marmalade", geometry="100,100,300,200", wm_class="keepassxc")
+    windows("Big notes", "the heron nests by the old mill", geometry="20,20,1000,600", wm_class="texteditor")
+    assert capture(pipeline) == 1
+    assert pipeline.stats.masked == 0 and "heron nests by the old mill" in stored_text(pipeline.memory)
+    big = next(w for w in pipeline.desktop.visible() if w.title == "Big notes")
+    x, y, w, h = big.rect
+    assert (_image(pipeline.memory)[y:y + h, x:x + w] == 0).mean() < 0.05  # nothing of the note blacked out
+    subprocess.run(["xdotool", "search", "--name", "Big notes", "windowminimize", "--sync"], check=True)
+    windows("Other", "a second note about otters", geometry="700,500,500,250", wm_class="texteditor")
+    subprocess.run(["xdotool", "search", "--name", "Database.kdbx", "windowminimize", "--sync"], check=True)
+    time.sleep(0.3)
+    assert not any(w.app.lower() == "keepassxc" for w in pipeline.desktop.visible())
+    masked = pipeline.stats.masked
+    assert capture(pipeline) == 1
+    assert pipeline.stats.masked == masked  # minimised: nothing masked
+    assert "otters" in stored_text(pipeline.memory)

@@ -18,21 +18,13 @@ from mneme import models  # noqa: E402
 from mneme.app.main import Controller  # noqa: E402
 from mneme.app.qt import QApplication, QObject, QTimer, Signal  # noqa: E402
 from mneme.core.memory import open_memory  # noqa: E402
-from mneme.core.records import Message  # noqa: E402
+from tests.helpers import demo_memory  # noqa: E402
 
 home, shots = Path(sys.argv[1]), Path(sys.argv[2])
 app = QApplication([sys.argv[0]])
 app.setQuitOnLastWindowClosed(False)
 mem = open_memory(home, embedder=models.default_embedder())
-now = time.time()
-demo = [("Family", "Mum", "Grandma's birthday dinner is at the Italian place on Friday at 7"),
-        ("Slack #launch", "Anna", "The launch moved to Thursday because QA found a payment bug"),
-        ("Slack #launch", "Ben", "I'll tell the customer about the new launch date"),
-        ("Notes", "me", "Cabin wifi password is in the blue notebook, not here"),
-        ("Garden club", "Lena", "Tomato seedlings go out after the last frost in May")]
-mem.import_messages([Message(f"demo{i}", c, now - 3600 * (10 - i), s, t, app="chat")
-                     for i, (c, s, t) in enumerate(demo)])
-mem.embed_pending()
+demo_memory.fill(mem)  # three days of chats and screens
 
 
 class Commands(QObject):
@@ -67,25 +59,36 @@ controller.hotkey_pressed.connect(controller.recall)
 note = controller.start_hotkey()
 
 
-def shots_now():
-    shots.mkdir(parents=True, exist_ok=True)
-    window.ask.question.setText("When is grandma's birthday dinner?")
-    window.ask.answer.setHtml("<p>Grandma's birthday dinner is at the Italian place on Friday at 7 [1].</p>"
-                              "<h4>Sources</h4><ol><li><a href='mneme://source/1'>[1] Family · Mum</a></li></ol>")
-    window.ask.open_citation(__import__("PySide6.QtCore", fromlist=["QUrl"]).QUrl("mneme://source/1"))
-    window.search.query.setText("launch")
-    window.search.search()
-    for name in ("Ask", "Search", "Timeline", "Settings"):
-        window.show_tab(name)
-        for _ in range(20):
-            app.processEvents()
-            time.sleep(0.02)
-        window.grab().save(str(shots / f"{name.lower()}.png"))
-    controller.recall()
-    controller.overlay.input.setText("launch")
-    for _ in range(30):
+def settle(seconds: float, until=lambda: False) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end and not until():
         app.processEvents()
         time.sleep(0.02)
+
+
+def shots_now():
+    """Each view as a user sees it: a real answer with its sources, search results with their
+    chips, a day of frames, Settings with the capture state, the overlay with results."""
+    shots.mkdir(parents=True, exist_ok=True)
+    window.resize(1280, 780)
+    window.show_tab("Ask")
+    window.ask.question.setText("When is grandma's birthday dinner?")
+    window.ask.ask()
+    settle(300, lambda: window.ask.task is None)
+    window.search.query.setText("launch in Slack")
+    settle(10, lambda: bool(window.search.results.rows()) and bool(window.search.chips))
+    timeline = window.timeline
+    for name in ("Ask", "Search", "Timeline", "Settings"):
+        window.show_tab(name)
+        if name == "Timeline":
+            timeline.slider.setValue(max(0, timeline.slider.maximum() - 1))
+        settle(0.5)
+        window.grab().save(str(shots / f"{name.lower()}.png"))
+    controller.recall()
+    controller.overlay.input.setText("lemon tart")
+    settle(10, lambda: bool(controller.overlay.results.rows()))
+    controller.overlay.results.move(1)
+    settle(0.3)
     controller.overlay.grab().save(str(shots / "recall-overlay.png"))
     controller.overlay.hide()
     print("shots done", flush=True)

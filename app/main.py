@@ -373,7 +373,7 @@ class Controller(QObject):
 
     def quit(self) -> None:
         self.quitting = True
-        if self._window is not None and not self.memory._closed.is_set():
+        if self._window is not None and not self.memory.closed:
             self._window.save_place()
         self.shutdown()
         QApplication.instance().quit()
@@ -399,7 +399,7 @@ class Controller(QObject):
             self._llm = None
         if self.server is not None and not keep_server:
             self.server.close()
-        if not self.memory._closed.is_set():
+        if not self.memory.closed:
             self.memory.close()
 
 
@@ -467,7 +467,7 @@ def run(home=None) -> int:
     notes = [n for n in (controller.start_hotkey(),) if n]
     window.statusBar().showMessage(" · ".join([controller.status_text(), *notes]))
     window.show()
-    app.aboutToQuit.connect(lambda: controller.memory._closed.is_set() or controller.shutdown())
+    app.aboutToQuit.connect(lambda: controller.memory.closed or controller.shutdown())
     QTimer.singleShot(0, controller.tray.refresh)
     return app.exec()
 

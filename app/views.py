@@ -278,7 +278,7 @@ class SearchView(QWidget):
         layout.addWidget(split, 1)
 
     def _current_changed(self, item, _old) -> None:  # the preview follows the keyboard
-        if item is not None and not self.c.memory._closed.is_set():
+        if item is not None and not self.c.memory.closed:
             self.open(item)
 
     # -- filters as chips: the boxes' and the ones understood from the query ("in Slack last week")

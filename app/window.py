@@ -217,9 +217,9 @@ class MainWindow(QMainWindow):
         """With a tray, closing hides the window (Mneme goes on in the tray, and says so once).
         Without one (a stock GNOME session), a hidden Mneme would go on capturing with nothing on
         screen: ask whether to quit or keep the window, minimised, and say how to quit later."""
-        if not self.c.memory._closed.is_set():
+        if not self.c.memory.closed:
             self.save_place()
-        if self.c.quitting or self.c.memory._closed.is_set():  # Mneme is quitting: nothing to ask
+        if self.c.quitting or self.c.memory.closed:  # Mneme is quitting: nothing to ask
             event.accept()
             return
         if self.c.tray_available():

@@ -139,6 +139,11 @@ class Memory:
             return not self._warm_thread.is_alive()
         return True
 
+    @property
+    def closed(self) -> bool:
+        """The memory is locked: its store is closed and its key out of RAM."""
+        return self._closed.is_set()
+
     def close(self) -> None:
         self._closed.set()
         if self._warm_thread is not None:

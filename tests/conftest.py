@@ -88,7 +88,7 @@ def open_mem(isolated_home, fake_embedder, monkeypatch):
 
     yield _open
     for mem in opened:
-        if not mem._closed.is_set():
+        if not mem.closed:
             mem.close()
 
 

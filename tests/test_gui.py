@@ -441,7 +441,7 @@ def test_idle_lock_closes_the_memory_and_a_passphrase_reopens_it(qtbot, open_mem
     c.memory.config.set("lock_idle_minutes", 5)
     assert not c.check_idle_lock(idle_seconds=60)
     assert c.check_idle_lock(idle_seconds=301)
-    assert c.locked and mem._closed.is_set()  # the store is closed: the key is out of RAM
+    assert c.locked and mem.closed  # the store is closed: the key is out of RAM
     dialog = c.unlock_dialog
     qtbot.addWidget(dialog)
     qtbot.keyClicks(dialog.passphrase, "not it")
@@ -532,9 +532,9 @@ def test_closing_the_window_without_a_tray_asks_and_says_how_to_quit(controller,
     window.close()
     assert "no system tray" in seen["text"] and "File › Quit or Ctrl+Q" in seen["text"]
     if choice == "Quit Mneme":
-        assert controller.memory._closed.is_set()
+        assert controller.memory.closed
     else:
-        assert window.isVisible() and not controller.memory._closed.is_set()
+        assert window.isVisible() and not controller.memory.closed
         assert window.isMinimized() == (choice == "Keep running")
 
 

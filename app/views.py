@@ -81,8 +81,10 @@ class AnswerStream:
     """Asks the assistant on a worker thread; the streamed text reaches *on_text* in ~50 ms batches
     on the GUI thread, the checked answer *on_done*. One question at a time; ``stop`` cancels."""
 
-    def __init__(self, controller, parent, on_text, on_done, on_failed):
+    def __init__(self, controller, parent, on_text, on_done, on_failed, on_stage=None):
         self.c, self.on_text, self.on_done, self.on_failed = controller, on_text, on_done, on_failed
+        self.on_stage = on_stage
+        self._stage = ""  # set by the model worker, shown by the GUI thread
         self.task = None
         self.text = ""
         self._buffer: list[str] = []  # appended by the model worker, drained by the GUI thread
@@ -96,7 +98,8 @@ class AnswerStream:
         self.text = ""
 
         def work(task):
-            return self.c.assistant().ask(question, on_token=self._take, cancel=task.cancel)
+            return self.c.assistant().ask(question, on_token=self._take, cancel=task.cancel,
+                                          on_stage=self._set_stage)
 
         self.task = self.c.tasks.run(work, on_done=self._finished, on_failed=self._failed)
         self._timer.start()
@@ -106,9 +109,16 @@ class AnswerStream:
         with self._lock:
             self._buffer.append(text)
 
+    def _set_stage(self, words: str) -> None:  # on the model's worker thread
+        with self._lock:
+            self._stage = words
+
     def flush(self) -> None:
         with self._lock:
             parts, self._buffer = self._buffer, []
+            stage, self._stage = self._stage, ""
+        if stage and self.on_stage and not self.text and not parts:
+            self.on_stage(stage)
         if parts:
             self.text += "".join(parts)
             self.on_text(self.text)
@@ -133,7 +143,8 @@ class AskView(QWidget):
     def __init__(self, controller):
         super().__init__()
         self.c = controller
-        self.stream = AnswerStream(controller, self, self.streamed, self.finished, self.failed)
+        self.stream = AnswerStream(controller, self, self.streamed, self.finished, self.failed,
+                                   on_stage=lambda words: self.status.setText(words))
         self.question = QLineEdit(placeholderText="Ask your memory… e.g. what did Anna say about the launch last week?")
         self.question.returnPressed.connect(self.ask)
         self.ask_button = QPushButton("Ask")

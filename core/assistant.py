@@ -187,8 +187,12 @@ class Assistant:
         self.context_hits = context_hits
 
     def ask(self, question: str, on_token: Callable[[str], None] | None = None,
-            cancel: threading.Event | None = None, remember: bool = True, **filters) -> Answer:
+            cancel: threading.Event | None = None, remember: bool = True,
+            on_stage: Callable[[str], None] | None = None, **filters) -> Answer:
+        """*on_token* gets the shown text as it is checked; *on_stage* a few words on what is
+        happening (searching, reading N excerpts, writing)."""
         cancel = cancel or threading.Event()
+        stage = on_stage or (lambda _s: None)
         started = time.perf_counter()
         emit = on_token or (lambda _t: None)
         answer = Answer(question=question)
@@ -198,6 +202,7 @@ class Assistant:
                 answer.first_token_s = time.perf_counter() - started
             emit(text)
 
+        stage("Searching your memory…")
         result = self.memory.search(question, limit=self.context_hits, kinds=ASK_KINDS, **filters)
         overhead = sum(self.llm.count_tokens(t) for t, _ in self.llm.prompt(INSTRUCTIONS, "", question)) + 16
         budget = max(64, self.llm.n_ctx - self.max_answer_tokens - overhead)
@@ -207,6 +212,8 @@ class Assistant:
             answer.status, answer.text = "nothing", NOTHING
             show(answer.text)
         else:
+            stage(f"Reading {len(cites)} excerpt{'s' if len(cites) != 1 else ''} and writing the answer; "
+                  "each sentence is checked against them…")
             self._answer(answer, context, show, cancel)
         answer.seconds = time.perf_counter() - started
         if remember and not answer.cancelled:

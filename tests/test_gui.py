@@ -94,10 +94,13 @@ def test_ask_shows_a_checked_answer_and_a_citation_opens_the_moment(controller, 
     view.show_past(view.history.item(0))  # a past question shows its saved answer, not a new run
     assert "flowerpot" in view.answer.toPlainText() and view.task is None
     view.question.setText("When does the garden club meet?")
+    seen, show = [], view.stream.on_stage
+    view.stream.on_stage = lambda words: (seen.append(words), show(words))
     view.ask()
     assert view.source.toPlainText() == ""  # not the previous question's source
     assert view.status.text() == "Searching your memory…"  # the model is loaded: not "loading" again
     qtbot.waitUntil(lambda: view.task is None, timeout=120_000)
+    assert any(w.startswith("Reading ") and " excerpt" in w for w in seen), seen  # what it is doing
 
 
 def test_search_as_you_type_with_highlights_and_filters(controller, qtbot):

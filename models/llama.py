@@ -1,8 +1,10 @@
 """The on-device LLM: llama.cpp through llama-cpp-python (the only module that imports llama_cpp).
 
-Weights stay in the mmapped GGUF (flash-offloaded: paged in on demand, never mlocked). Extra
-buffer types (weight repacking, and the AMX path that crashes on some CPUs) are off in low-memory
-mode and on CPUs that report AMX. llama.cpp's own log goes to ``logging``.
+How the weights are held follows the memory budget (``models/flash.py``): all resident (mmapped,
+repacked for speed) when model and KV cache fit; otherwise file-backed, repacking and the whole-file
+prefetch off, a pinned set of tensors kept in memory and the rest streamed layer by layer, driven
+by llama.cpp's per-node eval callback. Extra buffer types (weight repacking, and the AMX path that
+crashes on some CPUs) are also off on CPUs that report AMX. llama.cpp's own log goes to ``logging``.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+import re
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -53,47 +57,112 @@ EXAMPLE = ("Excerpts:\n<memory>\n[1] (2021-06-02 09:10, Notes) Oskar: the gym lo
 # "[9] (2026-03-17 15:40, chat) …" — and no fence. What is left is checked before it is shown.
 STOPS = ["\n", "](", "] (", "</memory>", "<memory>", "Question:", "Excerpts:", "<end_of_turn>"]
 _DATA = "\x00data\x00"
+_LAYER_SUFFIX = re.compile(rb"-(\d+)$")
 
 
 @contextlib.contextmanager
-def _model_params(**fields):
-    """llama-cpp-python's constructor has no argument for some model params (use_extra_bufts):
-    hand it defaults with those fields set while it builds its params."""
+def _model_params(context: dict | None = None, **fields):
+    """llama-cpp-python's constructor has no argument for some model params (use_extra_bufts) and
+    context params (cb_eval): hand it defaults with those fields set while it builds its params."""
     from llama_cpp import llama_cpp as raw
 
-    original = raw.llama_model_default_params
+    originals = raw.llama_model_default_params, raw.llama_context_default_params
 
-    def patched():
-        params = original()
-        for name, value in fields.items():
-            setattr(params, name, value)
-        return params
+    def with_fields(original, values):
+        def patched():
+            params = original()
+            for name, value in values.items():
+                setattr(params, name, value)
+            return params
+        return patched
 
     with _params_lock:
-        raw.llama_model_default_params = patched
+        raw.llama_model_default_params = with_fields(originals[0], fields)
+        raw.llama_context_default_params = with_fields(originals[1], context or {})
         try:
             yield
         finally:
-            raw.llama_model_default_params = original
+            raw.llama_model_default_params, raw.llama_context_default_params = originals
+
+
+class _LayerWatch:
+    """The eval callback: asks llama.cpp to stop where a node of another layer begins (names end
+    in "-N"; the output head's start with "result") and tells the placement which layer is next."""
+
+    def __init__(self, placement, n_layer: int):
+        import llama_cpp
+        from llama_cpp._ggml import libggml
+
+        get_name = libggml.ggml_get_name
+        get_name.restype, get_name.argtypes = ctypes.c_char_p, [ctypes.c_void_p]
+        self.placement, self.n_layer = placement, n_layer
+        self._layer, self._pending = -1, -1
+
+        def cb(tensor, ask, user_data):  # noqa: ARG001
+            if not ask:
+                placement.on_layer(self._pending)
+                return True
+            name = get_name(tensor)
+            m = _LAYER_SUFFIX.search(name)
+            layer = int(m.group(1)) if m else (n_layer if name.startswith(b"result") else None)
+            if layer is None or layer == self._layer:
+                return False
+            self._layer = self._pending = layer
+            return True
+
+        self.callback = llama_cpp.ggml_backend_sched_eval_callback(cb)
 
 
 class LlamaLLM:
     """Owns one llama.cpp model; ``close()`` frees it (do not rely on garbage collection)."""
 
-    def __init__(self, path: Path, n_ctx: int = 4096, n_threads: int = 2, low_memory: bool = False):
+    def __init__(self, path: Path, n_ctx: int = 4096, n_threads: int = 2, low_memory: bool = False,
+                 budget: str | int = "auto", policy: bool = True):
+        """*budget*: bytes, or a setting like "1.5G", "50%", "auto". *low_memory* forces the
+        file-backed mode; *policy* False keeps it plain mmap (pages left to the kernel)."""
         import llama_cpp
+
+        from mneme.models import flash
 
         _route_llama_log()
         self.path = Path(path)
         self.id = self.path.name
         self._lock = threading.Lock()
-        self.extra_bufts = not (low_memory or cpu_has_amx())
-        with _model_params(use_extra_bufts=self.extra_bufts):
-            self._llm = llama_cpp.Llama(
-                str(self.path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
-                use_mmap=True, use_mlock=False, verbose=False, seed=0)
+        self._llm = None
+        layout = flash.read_layout(self.path)
+        budget_bytes = budget if isinstance(budget, int) else flash.resolve_budget(budget)
+        self.plan = flash.make_plan(layout, budget_bytes, n_ctx, file_backed=low_memory)
+        resident = self.plan.mode == "resident"
+        self.extra_bufts = resident and not cpu_has_amx()
+        self.placement = flash.Placement(self.plan, self.path) if not resident and policy else None
+        context, watch = {}, None
+        if self.placement is not None:
+            watch = _LayerWatch(self.placement, layout.n_layer)
+            context = {"cb_eval": watch.callback}
+        self._watch = watch  # keeps the callback alive as long as the context
+        prefetch = contextlib.nullcontext() if resident else flash.NoPrefetch(llama_cpp.llama_cpp._lib._name)
+        try:
+            with prefetch, _model_params(context, use_extra_bufts=self.extra_bufts):
+                self._llm = llama_cpp.Llama(
+                    str(self.path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
+                    use_mmap=True, use_mlock=False, verbose=False, seed=0)
+            if self.placement is not None:
+                self.placement.start()
+        except BaseException:
+            self.close()
+            raise
+        self.prefetch_off = bool(getattr(prefetch, "active", False))
         self.n_ctx = self._llm.n_ctx()
         self.template = self._llm.metadata.get("tokenizer.chat_template") or ""
+        self.read_per_token: float | None = None  # bytes read from storage per decoded token
+
+    def memory_status(self) -> dict:
+        """The mode, budget and resident bytes of the plan, and the last measured bytes/token."""
+        out = self.plan.summary()
+        out.update(policy=self.placement is not None, pinned_locked=bool(
+            self.placement and self.placement.locked), read_per_token=self.read_per_token,
+            prefetch_off=self.prefetch_off, model=self.id)
+        return out
 
     def count_tokens(self, text: str) -> int:
         return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
@@ -121,17 +190,31 @@ class LlamaLLM:
 
     def stream(self, prompt: list[tuple[str, bool]], max_tokens: int,
                cancel: threading.Event) -> Iterator[str]:
+        from mneme.models.flash import read_bytes
+
         with self._lock:
             self._llm.reset()
-            for part in self._llm.create_completion(
-                    self.tokens(prompt), max_tokens=max_tokens, temperature=0.0, top_k=40, top_p=0.9,
-                    repeat_penalty=1.1, stream=True, stop=STOPS):
-                if cancel.is_set():
-                    return
-                yield part["choices"][0]["text"]
+            first, n = None, 0
+            try:
+                for part in self._llm.create_completion(
+                        self.tokens(prompt), max_tokens=max_tokens, temperature=0.0, top_k=40,
+                        top_p=0.9, repeat_penalty=1.1, stream=True, stop=STOPS):
+                    if first is None:
+                        first = read_bytes()  # after the prompt: decoding only from here
+                    else:
+                        n += 1
+                    if cancel.is_set():
+                        return
+                    yield part["choices"][0]["text"]
+            finally:
+                if first is not None and n:
+                    self.read_per_token = (read_bytes() - first) / n
+                    self.measured_at = time.time()
 
     def close(self) -> None:
         with self._lock:
             if self._llm is not None:
                 self._llm.close()
                 self._llm = None
+            if getattr(self, "placement", None) is not None:
+                self.placement.close()

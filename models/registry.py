@@ -70,4 +70,5 @@ def load_llm(config, model: str | os.PathLike[str] | None = None):
     from mneme.models.llama import LlamaLLM
 
     return LlamaLLM(resolve_model(str(model) if model else config["model_path"]), n_ctx=config["n_ctx"],
-                    n_threads=config.threads(), low_memory=config["low_memory"])
+                    n_threads=config.threads(), low_memory=config["low_memory"],
+                    budget=config["llm_memory_budget"])

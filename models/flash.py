@@ -183,6 +183,12 @@ def _window(streamed: dict[int, list[Tensor]]) -> int:
     return max(sum(ring[i:i + n]) for i in range(len(sizes)))
 
 
+def _spread(layers: list[int]) -> list[int]:
+    """*layers* in van der Corput order: every prefix is spread evenly over the model."""
+    bits = max(1, (len(layers) - 1).bit_length())
+    return sorted(layers, key=lambda i: (int(f"{layers.index(i):0{bits}b}"[::-1], 2), i))
+
+
 def resolve_budget(setting: str, meminfo: dict[str, int] | None = None) -> int:
     """Bytes for a budget setting: "1.5G", "50%" (of RAM, or of this cgroup's limit if lower) or
     "auto" (memory available now, less a margin of a quarter, at least 1 GiB, for everything else)."""
@@ -244,10 +250,12 @@ def make_plan(layout: Layout, budget: int, n_ctx: int, file_backed: bool = False
             f"set llm_memory_budget to at least {-(-minimum // MiB)}M, lower n_ctx, "
             "or choose a smaller model")
     plan.mode = "file-backed"
-    # Fill what is left with whole tensors, layer by layer (dense FFN; for MoE the experts).
+    # Fill what is left with whole tensors (dense FFN; for MoE the experts), layers in an order
+    # that leaves the streamed ones evenly spread: reading one overlaps computing pinned ones.
     streamed = {k: list(v) for k, v in streamed_all.items()}
     pinned, used = list(always), always_bytes + kv + work
-    for t in layered:
+    order = {layer: rank for rank, layer in enumerate(_spread(sorted(streamed_all)))}
+    for t in sorted(layered, key=lambda x: (-order[x.layer], x.offset)):
         streamed[t.layer].remove(t)
         if not streamed[t.layer]:
             del streamed[t.layer]
@@ -399,16 +407,17 @@ class NoPrefetch:
         self._saved.clear()
 
 
-def _mapping_of(path: Path, size: int) -> int | None:
-    """Address of a whole-file read-only mapping of *path* in this process (llama.cpp's)."""
+def _mapping_of(path: Path, size: int, other_than: int) -> int | None:
+    """Where file offset 0 of llama.cpp's mapping of *path* lies (it unmaps the header after
+    loading, so its first piece may start further in); *other_than* is our own mapping."""
     real = os.path.realpath(path)
     with open("/proc/self/maps") as f:
         for line in f:
             parts = line.split()
-            if len(parts) >= 6 and parts[5] == real and int(parts[2], 16) == 0:
-                lo, hi = (int(x, 16) for x in parts[0].split("-"))
-                if hi - lo >= size // PAGE * PAGE:
-                    return lo
+            if len(parts) >= 6 and parts[5] == real:
+                lo = int(parts[0].split("-")[0], 16)
+                if not other_than <= lo < other_than + size:
+                    return lo - int(parts[2], 16)
     return None
 
 
@@ -435,12 +444,16 @@ class Placement:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._current = -1
         self.layer_events = 0  # layer starts reported by compute
+        self._buf = bytearray(4 * MiB)
         self._thread = threading.Thread(target=self._run, name="mneme-flash", daemon=True)
         self._closed = False
 
     def start(self) -> None:
         """After llama.cpp has mapped the file: pin, then start the reader thread."""
-        self._llama_addr = _mapping_of(self.path, self.plan.file_size)
+        self._llama_addr = _mapping_of(self.path, self.plan.file_size, self._addr)
+        if self._llama_addr is None:
+            log.warning("llama.cpp's mapping of %s not found; streamed pages cannot be dropped",
+                        self.path)
         self.locked = True
         for start, length in self.pinned_ranges:
             os.posix_fadvise(self.fd, start, length, os.POSIX_FADV_WILLNEED)
@@ -465,9 +478,13 @@ class Placement:
             self.layer_events += 1
             self._queue.put(layer)
 
-    def _advise(self, layer: int, advice: int) -> None:
+    def _read_ahead(self, layer: int) -> None:
+        """Into the page cache in large sequential reads (readahead hints alone arrive late)."""
         for start, length in self.layer_ranges.get(layer, ()):
-            os.posix_fadvise(self.fd, start, length, advice)
+            os.posix_fadvise(self.fd, start, length, os.POSIX_FADV_WILLNEED)
+        for start, length in self.layer_ranges.get(layer, ()):
+            for off in range(start, start + length, len(self._buf)):
+                os.preadv(self.fd, [memoryview(self._buf)[:min(len(self._buf), start + length - off)]], off)
 
     def _drop(self, layer: int) -> None:
         for start, length in self.layer_ranges.get(layer, ()):
@@ -495,7 +512,7 @@ class Placement:
                     ahead.discard(x)
             for x in want:
                 if x not in ahead:
-                    self._advise(x, os.POSIX_FADV_WILLNEED)
+                    self._read_ahead(x)
                     ahead.add(x)
 
     def close(self) -> None:

@@ -140,7 +140,8 @@ class LlamaLLM:
             watch = _LayerWatch(self.placement, layout.n_layer)
             context = {"cb_eval": watch.callback}
         self._watch = watch  # keeps the callback alive as long as the context
-        prefetch = contextlib.nullcontext() if resident else flash.NoPrefetch(llama_cpp.llama_cpp._lib._name)
+        prefetch = flash.NoPrefetch(llama_cpp.llama_cpp._lib._name) if self.placement is not None \
+            else contextlib.nullcontext()  # plain mmap keeps llama.cpp's own loading
         try:
             with prefetch, _model_params(context, use_extra_bufts=self.extra_bufts):
                 self._llm = llama_cpp.Llama(

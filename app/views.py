@@ -389,6 +389,9 @@ class SettingsView(QWidget):
         self.titles = QLineEdit(", ".join(cfg["excluded_titles"]))
         self.model = QLineEdit(cfg["model_path"], placeholderText="bundled Gemma 3 270M")
         self.hotkey = QLineEdit(cfg["hotkey"])
+        from mneme.app.memory_budget import LlmMemoryField
+
+        self.llm_memory = LlmMemoryField(cfg)
         self.key_mode = QComboBox()
         self.key_mode.addItems(["keyring", "passphrase"])
         self.key_mode.setCurrentText(controller.memory.meta.mode)
@@ -404,7 +407,8 @@ class SettingsView(QWidget):
         for label, w in (("Capture every", self.interval), ("Pause when idle after", self.idle),
                          ("Keep frames for", self.days), ("…and at most", self.gb),
                          ("Never capture apps", self.apps), ("…or window titles (regex)", self.titles),
-                         ("Answer model (GGUF)", self.model), ("Recall hotkey", self.hotkey),
+                         ("Answer model (GGUF)", self.model), ("Model memory budget", self.llm_memory),
+                         ("Recall hotkey", self.hotkey),
                          ("Key storage", self.key_mode), ("", self.autostart), ("Storage", self.meter),
                          ("", self.save_button), ("", self.saved)):
             form.addRow(label, w)
@@ -431,6 +435,7 @@ class SettingsView(QWidget):
 
                 check_gguf(self.model.text().strip())
             cfg.set("model_path", self.model.text().strip())
+            self.llm_memory.apply(cfg)
             cfg.set("hotkey", self.hotkey.text().strip())
             cfg.save()
             if self.autostart.isChecked() != self.autostarter.enabled():
@@ -442,3 +447,4 @@ class SettingsView(QWidget):
             return
         self.saved.setText("Saved.")
         self.c.settings_changed()
+        self.llm_memory.refresh()

@@ -169,6 +169,7 @@ class Plan:
         return {"mode": self.mode, "budget": self.budget, "file_bytes": self.file_size,
                 "resident_bytes": self.resident_bytes, "pinned_bytes": self.pinned_bytes,
                 "streamed_bytes": self.streamed_bytes, "kv_bytes": self.kv_bytes,
+                "work_bytes": self.work_bytes,
                 "moe": self.moe, "minimum_budget": self.minimum_budget}
 
 
@@ -246,7 +247,7 @@ def make_plan(layout: Layout, budget: int, n_ctx: int, file_backed: bool = False
             f"llm_memory_budget {fmt_bytes(budget)} is too small for {layout.path.name}: its "
             f"always-resident part ({parts}, {fmt_bytes(always_bytes)}), the KV cache for n_ctx "
             f"{n_ctx} ({fmt_bytes(kv)}), working memory ({fmt_bytes(work)}) and {AHEAD + 1} "
-            f"streamed layers need at least {fmt_bytes(minimum)}",
+            f"streamed layers need at least {-(-minimum // MiB)}M",
             f"set llm_memory_budget to at least {-(-minimum // MiB)}M, lower n_ctx, "
             "or choose a smaller model")
     plan.mode = "file-backed"

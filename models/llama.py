@@ -156,6 +156,7 @@ class LlamaLLM:
         self.n_ctx = self._llm.n_ctx()
         self.template = self._llm.metadata.get("tokenizer.chat_template") or ""
         self.read_per_token: float | None = None  # bytes read from storage per decoded token
+        self.stats_path: Path | None = None  # where the last measurement is kept, if anywhere
 
     def memory_status(self) -> dict:
         """The mode, budget and resident bytes of the plan, and the last measured bytes/token."""
@@ -210,7 +211,20 @@ class LlamaLLM:
             finally:
                 if first is not None and n:
                     self.read_per_token = (read_bytes() - first) / n
-                    self.measured_at = time.time()
+                    self._save_status()
+
+    def _save_status(self) -> None:
+        """The last measurement, for `mneme status` in another process (numbers only)."""
+        if self.stats_path is None:
+            return
+        import json
+
+        from mneme.core.paths import write_atomic
+
+        try:
+            write_atomic(self.stats_path, json.dumps(dict(self.memory_status(), at=time.time())))
+        except OSError:
+            log.warning("cannot write %s", self.stats_path, exc_info=True)
 
     def close(self) -> None:
         with self._lock:

@@ -182,3 +182,51 @@ def test_greedy_decoding_is_the_same_with_and_without_the_policy():
     plain, _ = decode(budget=smallest + (8 << 20), low_memory=True, policy=False)
     assert len(resident) > 20
     assert streamed == resident == plain
+
+
+def test_status_and_doctor_report_the_mode_and_refuse_a_budget_too_small(tmp_path):
+    """The real CLI, a memory in a temporary home and the dense test GGUF as answer model."""
+    import json
+
+    from tests.conftest import run_cli
+
+    env = {"MNEME_PASSPHRASE": "test passphrase"}
+    model = _write_gguf(tmp_path / "dense.gguf", moe=False)
+    run_cli("init", "--passphrase", env=env)
+    run_cli("config", "model_path", model, env=env)
+    run_cli("config", "llm_memory_budget", "4G", env=env)
+    status = json.loads(run_cli("status", "--json", env=env).stdout)["llm_memory"]
+    assert status["mode"] == "resident" and status["budget"] == 4 << 30
+    assert status["resident_bytes"] >= status["file_bytes"] and status["read_per_token"] is None
+    assert "dense.gguf: resident; budget 4G (4G)" in run_cli("status", env=env).stdout
+
+    proc = run_cli("config", "llm_memory_budget", "lots", env=env, check=False)
+    assert proc.returncode != 0 and "not a size like 1.5G" in proc.stderr
+
+    run_cli("config", "llm_memory_budget", "64M", env=env)
+    out = run_cli("status", env=env).stdout
+    assert "llm_memory_budget 64M is too small for dense.gguf" in out and "at least" in out
+    doctor = run_cli("doctor", env=env, check=False)
+    assert doctor.returncode == 1 and "problem: dense.gguf: llm_memory_budget 64M is too small" in doctor.stdout
+
+
+@pytest.mark.gui
+def test_settings_field_shows_the_mode_and_validates_the_budget(tmp_path, qtbot):
+    from mneme.app.memory_budget import LlmMemoryField
+
+    config = Config(tmp_path / "config.json")
+    config.set("model_path", str(_write_gguf(tmp_path / "moe.gguf", moe=True)))
+    config.set("llm_memory_budget", "3G")
+    field = LlmMemoryField(config)
+    qtbot.addWidget(field)
+    qtbot.waitUntil(lambda: "moe.gguf: resident; budget 3G" in field.status.text(), timeout=10_000)
+    assert "read per token" in field.status.text() or "not measured yet" in field.status.text()
+    field.edit.setText("a lot")
+    with pytest.raises(BadInputError, match="not a size"):
+        field.apply(config)
+    assert config["llm_memory_budget"] == "3G"
+    field.edit.setText("70M")
+    field.apply(config)
+    field.refresh()
+    qtbot.waitUntil(lambda: "70M is too small for moe.gguf" in field.status.text(), timeout=10_000)
+    assert "non-expert tensors" in field.status.text()

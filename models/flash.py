@@ -24,6 +24,7 @@ import mmap
 import os
 import queue
 import re
+import struct
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,40 +98,95 @@ def _classify(name: str, tied: bool) -> tuple[int | None, str]:
     return layer, "always"
 
 
+_SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q",
+           11: "<q", 12: "<d"}
+_STRING, _ARRAY = 8, 9
+
+
+def _read_header(path: Path) -> tuple[dict, list[tuple[str, list[int], int, int]], int]:
+    """The GGUF header: metadata (arrays as their length, except none are needed whole), tensor
+    infos (name, dims, type, offset from the data start) and where the data starts. Walks the
+    header directly: gguf.GGUFReader builds an object per vocabulary entry (tens of seconds for a
+    150k-token model), and status only needs the table."""
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        if m[:4] != b"GGUF":
+            raise ValueError("wrong magic bytes")
+        version, n_tensors, n_kv = struct.unpack_from("<IQQ", m, 4)
+        if version < 2:
+            raise ValueError(f"GGUF version {version} is too old")
+        pos = 24
+
+        def string() -> str:
+            nonlocal pos
+            (n,) = struct.unpack_from("<Q", m, pos)
+            text = m[pos + 8:pos + 8 + n].decode("utf-8", "replace")
+            pos += 8 + n
+            return text
+
+        def value(kind: int):
+            nonlocal pos
+            if kind == _STRING:
+                return string()
+            if kind == _ARRAY:
+                sub, count = struct.unpack_from("<IQ", m, pos)
+                pos += 12
+                if sub in _SCALAR:
+                    pos += struct.calcsize(_SCALAR[sub]) * count
+                else:
+                    for _ in range(count):
+                        value(sub)
+                return count  # an array's length is all the planner needs
+            fmt = _SCALAR[kind]
+            (v,) = struct.unpack_from(fmt, m, pos)
+            pos += struct.calcsize(fmt)
+            return v
+
+        meta = {}
+        for _ in range(n_kv):
+            key = string()
+            (kind,) = struct.unpack_from("<I", m, pos)
+            pos += 4
+            meta[key] = value(kind)
+        infos = []
+        for _ in range(n_tensors):
+            name = string()
+            (n_dims,) = struct.unpack_from("<I", m, pos)
+            dims = list(struct.unpack_from(f"<{n_dims}Q", m, pos + 4))
+            kind, offset = struct.unpack_from("<IQ", m, pos + 4 + 8 * n_dims)
+            pos += 4 + 8 * n_dims + 12
+            infos.append((name, dims, kind, offset))
+        align = int(meta.get("general.alignment", 32))
+        return meta, infos, -(-pos // align) * align
+
+
 def read_layout(path: str | os.PathLike[str]) -> Layout:
     """Tensor names, offsets and sizes and the shape facts from the GGUF header."""
-    import gguf
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
     p = Path(path)
     try:
-        reader = gguf.GGUFReader(p)
-    except (ValueError, OSError) as exc:
+        meta, infos, data_start = _read_header(p)
+        tensors = []
+        tied = not any(name == "output.weight" for name, *_ in infos)
+        for name, dims, kind, offset in infos:
+            block, size = GGML_QUANT_SIZES[GGMLQuantizationType(kind)]
+            n = 1
+            for d in dims:
+                n *= d
+            layer, cls = _classify(name, tied)
+            tensors.append(Tensor(name, data_start + offset, n // block * size, layer, cls))
+    except (ValueError, KeyError, OSError, struct.error) as exc:
         raise BadInputError(f"{p} cannot be read as a GGUF model ({exc})",
                             "give the path of a complete .gguf file") from None
-
-    def meta(key: str, default=0):
-        f = reader.fields.get(key)
-        if f is None:
-            return default
-        value = f.contents()
-        return value[0] if isinstance(value, list) and value else value
-
-    arch = str(meta("general.architecture", "llama"))
-    names = {t.name for t in reader.tensors}
-    tied = "output.weight" not in names
-    tensors = []
-    for t in reader.tensors:
-        layer, kind = _classify(t.name, tied)
-        tensors.append(Tensor(t.name, int(t.data_offset), int(t.n_bytes), layer, kind))
-    n_embd = int(meta(f"{arch}.embedding_length", 0))
-    n_head = int(meta(f"{arch}.attention.head_count", 1) or 1)
-    tokens = reader.fields.get("tokenizer.ggml.tokens")
-    n_vocab = len(tokens.data) if tokens is not None else 0
+    arch = str(meta.get("general.architecture", "llama"))
+    n_head = int(meta.get(f"{arch}.attention.head_count", 1) or 1)
+    n_vocab = int(meta.get("tokenizer.ggml.tokens", 0))
     if not n_vocab:
-        emb = next((t for t in reader.tensors if t.name == "token_embd.weight"), None)
-        n_vocab = int(emb.shape[-1]) if emb is not None else 32000
-    return Layout(p, p.stat().st_size, arch, int(meta(f"{arch}.block_count", 0)), n_embd, n_head,
-                  int(meta(f"{arch}.attention.head_count_kv", n_head) or n_head), n_vocab,
+        emb = next((info for info in infos if info[0] == "token_embd.weight"), None)
+        n_vocab = int(emb[1][-1]) if emb is not None else 32000
+    return Layout(p, p.stat().st_size, arch, int(meta.get(f"{arch}.block_count", 0)),
+                  int(meta.get(f"{arch}.embedding_length", 0)), n_head,
+                  int(meta.get(f"{arch}.attention.head_count_kv", n_head) or n_head), n_vocab,
                   tuple(tensors))
 
 

@@ -3,6 +3,8 @@ greedy decoding that is token-for-token the same with and without the placement 
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -10,6 +12,7 @@ from mneme.core.config import Config, parse_memory_budget
 from mneme.core.errors import BadInputError, UserError
 from mneme.models import flash
 
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 N_LAYER, N_EMBD, N_FF, N_VOCAB, N_EXPERT = 4, 64, 1024, 512, 4
 
 
@@ -81,6 +84,24 @@ def test_dense_gguf_is_classified_dense(dense):
     assert spans[-1][1] <= dense.file_size
     assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
     assert {t.size for t in dense.tensors if t.name.endswith("ffn_up.weight")} == {N_FF * N_EMBD * 4}
+
+
+@pytest.mark.parametrize("layout_name", ["dense", "moe"])
+def test_header_walk_agrees_with_gguf_reader(layout_name, request):
+    import gguf
+
+    layout = request.getfixturevalue(layout_name)
+    reader = gguf.GGUFReader(layout.path)
+    assert [(t.name, int(t.data_offset), int(t.n_bytes)) for t in reader.tensors] == \
+        [(t.name, t.offset, t.size) for t in layout.tensors]
+    assert layout.n_vocab == N_VOCAB and layout.n_head_kv == 2
+
+
+def test_a_file_that_is_not_gguf_is_refused_clearly(tmp_path):
+    bad = tmp_path / "notes.gguf"
+    bad.write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"\xff" * 9)
+    with pytest.raises(BadInputError, match="cannot be read as a GGUF model"):
+        flash.read_layout(bad)
 
 
 def test_moe_gguf_is_classified_moe(moe):

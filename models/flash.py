@@ -335,10 +335,12 @@ _libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_
 _libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 _libc.posix_madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 _libc.mlock.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+_libc.sem_init.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint]
+_libc.sem_getvalue.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int)]
 _libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 _libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0x8000)
-MADV_WILLNEED, MADV_DONTNEED = 3, 4
+MADV_WILLNEED, MADV_DONTNEED, MADV_POPULATE_READ = 3, 4, 22
 
 
 def _ranges(tensors: list[Tensor], file_size: int) -> list[tuple[int, int]]:
@@ -391,6 +393,8 @@ class NoPrefetch:
     ``madvise``/``posix_madvise(WILLNEED)`` calls do nothing: llama.cpp's load then reads no weight
     ahead of use. Done by pointing the library's GOT entries for those functions at filters."""
 
+    _lock = threading.Lock()  # one load at a time patches and restores
+
     def __init__(self, lib_path: str):
         self.lib_path = os.path.realpath(lib_path)
         self._saved: list[tuple[int, int]] = []
@@ -424,6 +428,7 @@ class NoPrefetch:
         return out
 
     def __enter__(self):
+        self._lock.acquire()
         try:
             entries = self._got_entries()
         except Exception:  # noqa: BLE001 - a library we cannot read keeps its prefetch
@@ -462,6 +467,7 @@ class NoPrefetch:
         for addr, value in reversed(self._saved):
             ctypes.c_void_p.from_address(addr).value = value
         self._saved.clear()
+        self._lock.release()
 
 
 def _mapping_of(path: Path, size: int, other_than: int) -> int | None:
@@ -480,12 +486,17 @@ def _mapping_of(path: Path, size: int, other_than: int) -> int | None:
 
 class Placement:
     """Carries out a file-backed plan: pins the pinned tensors through a second mapping (mlocked
-    if permitted, else touched once and kept hot because nothing streamed stays behind), and, told
-    by ``on_node`` which layer compute has reached, reads the next layers ahead and drops the
-    finished one. ``close()`` unlocks and unmaps."""
+    if permitted, else read once and kept hot because nothing streamed stays behind), and follows
+    compute through each ``llama_decode`` to read the next streamed layers ahead and drop the
+    finished ones. Compute is followed without a Python call per node: llama.cpp's abort callback,
+    which ggml's CPU backend calls after every node, is libc's ``sem_post`` on a semaphore of
+    ours, so the node count is read with ``sem_getvalue``; nodes per graph are learned from the
+    previous decode. ``close()`` unlocks and unmaps."""
 
-    def __init__(self, plan: Plan, path: Path):
-        self.plan, self.path = plan, Path(path)
+    POLL = 0.002  # seconds between looks at the node count
+
+    def __init__(self, plan: Plan, path: Path, n_layer: int):
+        self.plan, self.path, self.n_layer = plan, Path(path), max(1, n_layer)
         self.fd = os.open(self.path, os.O_RDONLY)
         size = plan.file_size
         self.pinned_ranges = _ranges(plan.pinned, size)
@@ -498,12 +509,32 @@ class Placement:
             os.close(self.fd)
             raise OSError(ctypes.get_errno(), f"cannot map {self.path}")
         self._llama_addr: int | None = None
+        self._sem = (ctypes.c_long * 8)()  # a sem_t (32 bytes on glibc), 8-aligned
+        _libc.sem_init(self._sem, 0, 0)
+        self.nodes = 34 * self.n_layer + 16  # a llama-like guess until the first decode says
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._ended = threading.Event()
+        self._ahead: set[int] = set()
         self._current = -1
-        self.layer_events = 0  # layer starts reported by compute
+        self.layer_events = 0  # layer changes seen while following compute
         self._buf = bytearray(4 * MiB)
+        self._populate = True
         self._thread = threading.Thread(target=self._run, name="mneme-flash", daemon=True)
         self._closed = False
+
+    @property
+    def counter(self) -> int:
+        """The address to hand llama.cpp as the abort callback's data (``sem_post``'s sem)."""
+        return ctypes.addressof(self._sem)
+
+    @staticmethod
+    def callback_address() -> int:
+        return ctypes.cast(_libc.sem_post, ctypes.c_void_p).value
+
+    def _count(self) -> int:
+        v = ctypes.c_int()
+        _libc.sem_getvalue(self._sem, ctypes.byref(v))
+        return v.value
 
     def start(self) -> None:
         """After llama.cpp has mapped the file: pin, then start the reader thread."""
@@ -519,29 +550,41 @@ class Placement:
                 self.locked = False
                 break
         if not self.locked:  # read once into the page cache in large sequential reads
-            buf = bytearray(8 * MiB)
             for start, length in self.pinned_ranges:
-                for off in range(start, start + length, len(buf)):
-                    os.preadv(self.fd, [memoryview(buf)[:min(len(buf), start + length - off)]], off)
+                self._read(start, length)
         for i in self.layers:  # whatever the load left of streamed layers goes
             self._drop(i)
         self._thread.start()
-        self._queue.put(0)
+        self._queue.put("next")
 
-    def on_layer(self, layer: int) -> None:
-        """Compute has reached *layer* (``n_layer`` at the output head): cheap, from any thread."""
-        if layer != self._current:
-            self._current = layer
-            self.layer_events += 1
-            self._queue.put(layer)
+    def begin_decode(self) -> None:
+        _libc.sem_init(self._sem, 0, 0)  # compute is not running: safe to reset
+        self._ended.clear()
+        self._queue.put("follow")
+
+    def end_decode(self) -> None:
+        n = self._count()
+        if n > self.n_layer:
+            self.nodes = n
+        self._ended.set()
+
+    def _read(self, start: int, length: int) -> None:
+        for off in range(start, start + length, len(self._buf)):
+            os.preadv(self.fd, [memoryview(self._buf)[:min(len(self._buf), start + length - off)]], off)
 
     def _read_ahead(self, layer: int) -> None:
-        """Into the page cache in large sequential reads (readahead hints alone arrive late)."""
+        """Into llama.cpp's mapping ahead of compute: MADV_POPULATE_READ reads in large requests
+        and maps the pages, no copy and no page faults left for compute (Linux 5.14+); else
+        large sequential reads into the page cache (readahead hints alone arrive late)."""
         for start, length in self.layer_ranges.get(layer, ()):
             os.posix_fadvise(self.fd, start, length, os.POSIX_FADV_WILLNEED)
         for start, length in self.layer_ranges.get(layer, ()):
-            for off in range(start, start + length, len(self._buf)):
-                os.preadv(self.fd, [memoryview(self._buf)[:min(len(self._buf), start + length - off)]], off)
+            if self._populate and self._llama_addr is not None and _libc.madvise(
+                    ctypes.c_void_p(self._llama_addr + start), ctypes.c_size_t(length),
+                    MADV_POPULATE_READ) == 0:
+                continue
+            self._populate = False
+            self._read(start, length)
 
     def _drop(self, layer: int) -> None:
         for start, length in self.layer_ranges.get(layer, ()):
@@ -550,27 +593,35 @@ class Placement:
                               MADV_DONTNEED)
             os.posix_fadvise(self.fd, start, length, os.POSIX_FADV_DONTNEED)
 
-    def _run(self) -> None:
+    def _move_to(self, layer: int) -> None:
+        """Compute is at *layer*: keep it and the AHEAD streamed layers after it (wrapping to the
+        next token's first ones), drop the rest."""
         n = len(self.layers)
-        ahead: set[int] = set()
+        if not n or layer == self._current:
+            return
+        self._current = layer
+        self.layer_events += 1
+        k = next((j for j, x in enumerate(self.layers) if x >= layer), n)
+        want = [self.layers[(k + j) % n] for j in range(min(n, AHEAD + 1))]
+        for x in list(self._ahead):
+            if x not in want:
+                self._drop(x)
+                self._ahead.discard(x)
+        for x in want:
+            if x not in self._ahead:
+                self._read_ahead(x)
+                self._ahead.add(x)
+
+    def _run(self) -> None:
         while True:
-            layer = self._queue.get()
-            if layer is None:
+            msg = self._queue.get()
+            if msg is None:
                 return
-            if not n:
-                continue
-            # streamed layers in compute order from here on: this one, then AHEAD more (wrapping
-            # to the next token's first layers at the end)
-            k = next((j for j, x in enumerate(self.layers) if x >= layer), n)
-            want = [self.layers[(k + j) % n] for j in range(min(n, AHEAD + 1))]
-            for x in list(ahead):
-                if x not in want:
-                    self._drop(x)
-                    ahead.discard(x)
-            for x in want:
-                if x not in ahead:
-                    self._read_ahead(x)
-                    ahead.add(x)
+            if msg == "follow":
+                while not self._ended.is_set():
+                    self._move_to(min(self.n_layer - 1, self._count() * self.n_layer // self.nodes))
+                    self._ended.wait(self.POLL)
+            self._move_to(0)  # the next token starts at the first layer
 
     def close(self) -> None:
         if self._closed:

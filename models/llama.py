@@ -3,7 +3,7 @@
 How the weights are held follows the memory budget (``models/flash.py``): all resident (mmapped,
 repacked for speed) when model and KV cache fit; otherwise file-backed, repacking and the whole-file
 prefetch off, a pinned set of tensors kept in memory and the rest streamed layer by layer, driven
-by llama.cpp's per-node eval callback. Extra buffer types (weight repacking, and the AMX path that
+by following compute node by node (ggml's abort callback counting on a semaphore). Extra buffer types (weight repacking, and the AMX path that
 crashes on some CPUs) are also off on CPUs that report AMX. llama.cpp's own log goes to ``logging``.
 """
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
-import re
 import threading
 import time
 from collections.abc import Iterator
@@ -57,60 +56,28 @@ EXAMPLE = ("Excerpts:\n<memory>\n[1] (2021-06-02 09:10, Notes) Oskar: the gym lo
 # "[9] (2026-03-17 15:40, chat) …" — and no fence. What is left is checked before it is shown.
 STOPS = ["\n", "](", "] (", "</memory>", "<memory>", "Question:", "Excerpts:", "<end_of_turn>"]
 _DATA = "\x00data\x00"
-_LAYER_SUFFIX = re.compile(rb"-(\d+)$")
 
 
 @contextlib.contextmanager
-def _model_params(context: dict | None = None, **fields):
-    """llama-cpp-python's constructor has no argument for some model params (use_extra_bufts) and
-    context params (cb_eval): hand it defaults with those fields set while it builds its params."""
+def _model_params(**fields):
+    """llama-cpp-python's constructor has no argument for some model params (use_extra_bufts):
+    hand it defaults with those fields set while it builds its params."""
     from llama_cpp import llama_cpp as raw
 
-    originals = raw.llama_model_default_params, raw.llama_context_default_params
+    original = raw.llama_model_default_params
 
-    def with_fields(original, values):
-        def patched():
-            params = original()
-            for name, value in values.items():
-                setattr(params, name, value)
-            return params
-        return patched
+    def patched():
+        params = original()
+        for name, value in fields.items():
+            setattr(params, name, value)
+        return params
 
     with _params_lock:
-        raw.llama_model_default_params = with_fields(originals[0], fields)
-        raw.llama_context_default_params = with_fields(originals[1], context or {})
+        raw.llama_model_default_params = patched
         try:
             yield
         finally:
-            raw.llama_model_default_params, raw.llama_context_default_params = originals
-
-
-class _LayerWatch:
-    """The eval callback: asks llama.cpp to stop where a node of another layer begins (names end
-    in "-N"; the output head's start with "result") and tells the placement which layer is next."""
-
-    def __init__(self, placement, n_layer: int):
-        import llama_cpp
-        from llama_cpp._ggml import libggml
-
-        get_name = libggml.ggml_get_name
-        get_name.restype, get_name.argtypes = ctypes.c_char_p, [ctypes.c_void_p]
-        self.placement, self.n_layer = placement, n_layer
-        self._layer, self._pending = -1, -1
-
-        def cb(tensor, ask, user_data):  # noqa: ARG001
-            if not ask:
-                placement.on_layer(self._pending)
-                return True
-            name = get_name(tensor)
-            m = _LAYER_SUFFIX.search(name)
-            layer = int(m.group(1)) if m else (n_layer if name.startswith(b"result") else None)
-            if layer is None or layer == self._layer:
-                return False
-            self._layer = self._pending = layer
-            return True
-
-        self.callback = llama_cpp.ggml_backend_sched_eval_callback(cb)
+            raw.llama_model_default_params = original
 
 
 class LlamaLLM:
@@ -134,20 +101,17 @@ class LlamaLLM:
         self.plan = flash.make_plan(layout, budget_bytes, n_ctx, file_backed=low_memory)
         resident = self.plan.mode == "resident"
         self.extra_bufts = resident and not cpu_has_amx()
-        self.placement = flash.Placement(self.plan, self.path) if not resident and policy else None
-        context, watch = {}, None
-        if self.placement is not None:
-            watch = _LayerWatch(self.placement, layout.n_layer)
-            context = {"cb_eval": watch.callback}
-        self._watch = watch  # keeps the callback alive as long as the context
+        self.placement = flash.Placement(self.plan, self.path, layout.n_layer) \
+            if not resident and policy else None
         prefetch = flash.NoPrefetch(llama_cpp.llama_cpp._lib._name) if self.placement is not None \
             else contextlib.nullcontext()  # plain mmap keeps llama.cpp's own loading
         try:
-            with prefetch, _model_params(context, use_extra_bufts=self.extra_bufts):
+            with prefetch, _model_params(use_extra_bufts=self.extra_bufts):
                 self._llm = llama_cpp.Llama(
                     str(self.path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
                     use_mmap=True, use_mlock=False, verbose=False, seed=0)
             if self.placement is not None:
+                self._follow_compute(self.placement)
                 self.placement.start()
         except BaseException:
             self.close()
@@ -157,6 +121,25 @@ class LlamaLLM:
         self.template = self._llm.metadata.get("tokenizer.chat_template") or ""
         self.read_per_token: float | None = None  # bytes read from storage per decoded token
         self.stats_path: Path | None = None  # where the last measurement is kept, if anywhere
+
+    def _follow_compute(self, placement) -> None:
+        """Each decode tells the placement it begins and ends; in between ggml's CPU backend
+        counts nodes through the abort callback (libc's sem_post: never aborts, no Python)."""
+        import llama_cpp
+
+        ctx = self._llm._ctx
+        decode = ctx.decode
+
+        def followed(batch):
+            placement.begin_decode()
+            try:
+                return decode(batch)
+            finally:
+                placement.end_decode()
+
+        ctx.decode = followed
+        self._abort_cb = llama_cpp.ggml_abort_callback(placement.callback_address())
+        llama_cpp.llama_set_abort_callback(ctx.ctx, self._abort_cb, ctypes.c_void_p(placement.counter))
 
     def memory_status(self) -> dict:
         """The mode, budget and resident bytes of the plan, and the last measured bytes/token."""

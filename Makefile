@@ -1,6 +1,7 @@
 # make run   — set everything up (system packages, .venv, the default model) and start Mneme
 # make test  — the same set-up, then the whole test suite
 # make bench — benchmarks; figures go into BENCHMARKS.md by hand, with date and machine
+# make bench-flash — plain mmap vs the flash-offload policy under cgroup memory limits (root)
 SHELL := /bin/bash
 VENV  := .venv
 PY    := $(VENV)/bin/python
@@ -16,7 +17,7 @@ else
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF
 endif
 
-.PHONY: run test bench system venv model clean screenshots
+.PHONY: run test bench bench-flash system venv model clean screenshots
 run: system venv model
 	@if [ -n "$$DISPLAY$$WAYLAND_DISPLAY" ]; then $(VENV)/bin/mneme app; else \
 	  echo "No display: starting the terminal session (mneme chat)."; $(VENV)/bin/mneme chat; fi
@@ -29,6 +30,9 @@ bench: system venv model
 	$(PY) tests/bench/locomo.py --check
 	$(PY) tests/bench/locomo.py --answers
 	$(PY) tests/bench/capture_bench.py --minutes $(or $(CAPTURE_MINUTES),10)
+
+bench-flash: system venv model
+	$(PY) tests/bench/flash_bench.py $(FLASH_ARGS)
 
 screenshots: system venv model
 	MNEME_SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots $(PY) -m pytest -p no:cacheprovider tests/test_gui_x11.py -k screenshots

@@ -276,8 +276,11 @@ def cmd_chat(args) -> int:
 def cmd_status(args) -> int:
     with _open(args, create=False, warm=False) as mem:
         status = mem.status()
+    from mneme.models.registry import describe_memory, memory_report
+
+    llm_memory = memory_report(mem.config)
     if args.json:
-        print(json.dumps(status))
+        print(json.dumps(dict(status, llm_memory=llm_memory)))
         return 0
     print(f"Memory:   {status['home']} ({status['key_mode']} mode)")
     print(f"Items:    {status['sources']} sources, {status['chunks']} text chunks, "
@@ -292,6 +295,7 @@ def cmd_status(args) -> int:
     until = PauseState(mem.home).paused_until()
     print("Capture:  " + ("running when started" if until is None else "paused" + (
         f" until {datetime.fromtimestamp(until):%H:%M}" if until != float("inf") else "")))
+    print(f"Model:    {describe_memory(llm_memory)}")
     return 0
 
 
@@ -351,7 +355,12 @@ def cmd_doctor(args) -> int:
               "or now by `mneme doctor`)")
     if not problems:
         print("Memory is consistent: store, keyword index and vector index agree.")
-    return 1 if problems else 0
+    from mneme.models.registry import describe_memory, memory_report
+
+    llm_memory = memory_report(mem.config)
+    refused = bool(llm_memory.get("refused"))
+    print(("problem: " if refused else "model: ") + describe_memory(llm_memory))
+    return 1 if problems or refused else 0
 
 
 def cmd_unlock(args) -> int:

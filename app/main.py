@@ -140,6 +140,7 @@ class Controller(QObject):
                     from mneme.models.registry import load_llm
 
                     self._llm = load_llm(self.memory.config)
+                self._llm_settings = self._llm_key()
                 self._assistant = Assistant(self.memory, self._llm,
                                             max_answer_tokens=self.memory.config["max_answer_tokens"])
             return self._assistant
@@ -229,13 +230,29 @@ class Controller(QObject):
             self.restart_capture()
         elif self.capture is not None:
             self.capture.apply_settings()
-        if "model_path" in changed or "n_ctx" in changed:
+        if changed & {"model_path", "n_ctx", "llm_memory_budget", "low_memory"}:
             self._llm_stale = True  # the next question loads the model the settings now name
         if before is None or "hotkey" in changed:
             note = self.start_hotkey()
             if note and self._window is not None:
                 self._window.statusBar().showMessage(note)
         self.capture_changed()
+        self.unload_llm_if_changed()
+
+    def _llm_key(self) -> tuple:
+        cfg = self.memory.config
+        return cfg["model_path"], cfg["llm_memory_budget"], cfg["low_memory"], cfg["n_ctx"]
+
+    def unload_llm_if_changed(self) -> None:
+        """A changed model or memory budget: the next answer loads the model anew under it; the
+        old one is closed on a thread once it finishes what it is writing."""
+        key = self._llm_key()
+        with self._llm_lock:
+            old, loaded_with = self._llm, getattr(self, "_llm_settings", key)
+            if old is None or loaded_with == key or self._llm_factory is not None:
+                return
+            self._llm = self._assistant = None
+        threading.Thread(target=old.close, name="mneme-llm-close", daemon=True).start()
 
     def capture_problem(self) -> str | None:
         """Why capture that should be running is not (shown in the tray, restartable)."""

@@ -71,6 +71,9 @@ class SettingsView(QWidget):
         self.titles.setFixedHeight(70)
         self.model = QLineEdit(cfg["model_path"], placeholderText="bundled Gemma 3 270M")
         self.hotkey = QLineEdit(cfg["hotkey"])
+        from mneme.app.memory_budget import LlmMemoryField
+
+        self.llm_memory = LlmMemoryField(cfg)  # the budget, and how the model is held under it
         self.key_mode = QComboBox()
         self.key_mode.addItems(["keyring", "passphrase"])
         self.key_mode.setCurrentText(controller.memory.meta.mode)
@@ -95,7 +98,9 @@ class SettingsView(QWidget):
                 ("retention_days", "Keep frames for", self.days), ("retention_gb", "…and at most", self.gb),
                 ("excluded_apps", "Never capture apps", self.apps),
                 ("excluded_titles", "…or window titles (regex)", self.titles),
-                ("model_path", "Answer model (GGUF)", self.model), ("hotkey", "Recall hotkey", self.hotkey),
+                ("model_path", "Answer model (GGUF)", self.model),
+                ("llm_memory_budget", "Model memory budget", self.llm_memory),
+                ("hotkey", "Recall hotkey", self.hotkey),
                 ("key_mode", "Key storage", self.key_mode), ("autostart", "", self.autostart),
                 ("", "Storage", self.meter), ("", "", self.save_button), ("", "", self.saved)):
             if not name:
@@ -132,7 +137,8 @@ class SettingsView(QWidget):
                 "retention_days": int(self.days.value()), "retention_gb": float(self.gb.value()),
                 "excluded_apps": [a.strip() for a in self.apps.text().split(",") if a.strip()],
                 "excluded_titles": [t.strip() for t in self.titles.toPlainText().splitlines() if t.strip()],
-                "model_path": self.model.text().strip(), "hotkey": self.hotkey.text().strip()}
+                "model_path": self.model.text().strip(), "hotkey": self.hotkey.text().strip(),
+                "llm_memory_budget": self.llm_memory.edit.text().strip() or "auto"}
 
     def check(self, values: dict) -> dict[str, str]:
         """Each wrong field's message; empty when every value may be saved."""
@@ -196,4 +202,5 @@ class SettingsView(QWidget):
         self.c.settings_changed(before)
         self.refresh_capture()
         self.refresh_meter()
+        self.llm_memory.refresh()
         return True

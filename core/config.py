@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,29 @@ class Setting:
     default: Any
     description: str
     minimum: float | None = None
+    check: Callable[[Any], Any] | None = None  # raises ValueError with what is wrong
+
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_memory_budget(text: str) -> tuple[str, float]:
+    """("bytes", n) for "1.5G"/"800M"/"2000000000", ("share", 0.5) for "50%", ("auto", 0)."""
+    t = str(text).strip().upper().removesuffix("IB").removesuffix("B")
+    if t == "AUTO":
+        return "auto", 0
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(%|[KMGT]?)", t)
+    if not m:
+        raise ValueError(f"{text!r} is not a size like 1.5G or 800M, a share like 50%, or auto")
+    number, unit = float(m.group(1)), m.group(2)
+    if unit == "%":
+        if not 0 < number <= 100:
+            raise ValueError(f"{text!r}: a share of memory must be above 0% and at most 100%")
+        return "share", number / 100
+    n = number * _UNITS[unit]
+    if n < 64 << 20:
+        raise ValueError(f"{text!r} is under 64M, too little for any model")
+    return "bytes", int(n)
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -31,6 +56,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("n_threads", int, 0, "Threads for the model; 0 means the CPUs this process may use.", 0),
     Setting("max_answer_tokens", int, 256, "Longest answer, in tokens.", 16),
     Setting("low_memory", bool, False, "Keep model weights file-backed (no repacking) to save RAM."),
+    Setting("llm_memory_budget", str, "auto",
+            "Memory the LLM may use: a size (1.5G), a share of RAM (50%) or auto (available memory "
+            "less a margin); a model larger than this streams its weights from the file.",
+            check=parse_memory_budget),
     Setting("search_limit", int, 10, "Hits shown by default.", 1),
     Setting("capture_interval", float, 3.0, "Seconds between screen captures.", 0.2),
     Setting("image_interval", float, 60.0,
@@ -62,6 +91,12 @@ def _check(setting: Setting, value: Any, where: str) -> Any:
     if setting.minimum is not None and value < setting.minimum:
         raise BadInputError(f"{where}: setting {setting.name!r} must be at least {setting.minimum}",
                             f"default is {setting.default!r}")
+    if setting.check is not None:
+        try:
+            setting.check(value)
+        except ValueError as exc:
+            raise BadInputError(f"{where}: setting {setting.name!r}: {exc}",
+                                f"default is {setting.default!r}") from None
     return value
 
 

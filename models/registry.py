@@ -69,5 +69,56 @@ def load_llm(config, model: str | os.PathLike[str] | None = None):
     and the local API build it."""
     from mneme.models.llama import LlamaLLM
 
-    return LlamaLLM(resolve_model(str(model) if model else config["model_path"]), n_ctx=config["n_ctx"],
-                    n_threads=config.threads(), low_memory=config["low_memory"])
+    llm = LlamaLLM(resolve_model(str(model) if model else config["model_path"]), n_ctx=config["n_ctx"],
+                   n_threads=config.threads(), low_memory=config["low_memory"],
+                   budget=config["llm_memory_budget"])
+    llm.stats_path = config.path.parent / STATUS_FILE
+    return llm
+
+
+STATUS_FILE = "llm-memory.json"
+
+
+def memory_report(config) -> dict:
+    """How the model the settings name would be held, from its GGUF header (nothing is loaded),
+    and the bytes read per token last measured for it: for status, doctor and Settings."""
+    import json
+
+    from mneme.models import flash
+
+    setting = config["model_path"]
+    path = Path(setting).expanduser() if setting else models_dir() / DEFAULT_NAME
+    out: dict = {"model": path.name, "budget_setting": config["llm_memory_budget"]}
+    if not path.is_file():
+        return dict(out, error=f"model file {path} is not there yet (`mneme setup-model`)")
+    try:
+        budget = flash.resolve_budget(config["llm_memory_budget"])
+        plan = flash.make_plan(flash.read_layout(path), budget, config["n_ctx"],
+                               file_backed=config["low_memory"])
+    except UserError as exc:
+        return dict(out, error=str(exc), refused="too small" in exc.message)
+    out.update(plan.summary(), read_per_token=None)
+    try:
+        last = json.loads((config.path.parent / STATUS_FILE).read_text())
+        if last.get("model") == path.name:
+            out["read_per_token"] = last.get("read_per_token")
+            out["measured_mode"] = last.get("mode")
+    except (OSError, ValueError):
+        pass
+    return out
+
+
+def describe_memory(report: dict) -> str:
+    """One line: mode, budget, resident bytes, bytes read per token."""
+    from mneme.models.flash import fmt_bytes
+
+    if "error" in report:
+        return f"{report['model']}: {report['error']}"
+    per_token = report.get("read_per_token")
+    read = "not measured yet" if per_token is None else f"{fmt_bytes(per_token)} read per token (last answer)"
+    mode = report["mode"] + (" (MoE: experts stream)" if report["moe"] and report["mode"] != "resident" else "")
+    return (f"{report['model']}: {mode}; budget {fmt_bytes(report['budget'])} "
+            f"({report['budget_setting']}); resident {fmt_bytes(report['resident_bytes'])} (weights "
+            f"{fmt_bytes(report['resident_bytes'] - report['kv_bytes'] - report['work_bytes'])} of "
+            f"{fmt_bytes(report['file_bytes'])}, KV cache {fmt_bytes(report['kv_bytes'])}, working memory "
+            f"{fmt_bytes(report['work_bytes'])}); {read}")

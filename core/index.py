@@ -326,14 +326,14 @@ class Index:
                 out.update((int(i), np.asarray(v, dtype=np.float32)) for i, v in zip(got["ids"], got["embeddings"]))
         return out
 
-    def resident_bytes(self) -> int:
-        """Memory the index holds in this process, estimated from the HNSW layout: per vector its
-        floats, its links (2 x max_neighbors on level 0) and hnswlib's label and header; Chroma's
-        own SQLite page cache is not counted."""
+    def resident_bytes(self, vectors: int | None = None) -> int:
+        """Memory the index holds in this process (or would, with *vectors*), estimated from the
+        HNSW layout: per vector its floats, its links (2 x max_neighbors on level 0) and hnswlib's
+        label and header; Chroma's own SQLite page cache is not counted."""
         if self.kind == "server":
             return 0
         per = self.embedder.dim * 4 + 2 * HNSW["max_neighbors"] * 4 + 4 + 8 + 16
-        return self.count() * per
+        return (self.count() if vectors is None else vectors) * per
 
     def query(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
         """(chunk_id, cosine similarity) best first."""

@@ -434,6 +434,7 @@ class Memory:
                 "resident_bytes": idx.resident_bytes() if idx else 0,
                 "ram_folder_bytes": snapshot.folder_bytes(idx.folder) if idx else 0,
                 "snapshot_vectors": point["vectors"] if point else 0,
+                "snapshot_resident_bytes": idx.resident_bytes(point["vectors"]) if idx and point else 0,
                 "snapshot_bytes": point["bytes"] if point else 0,
                 "snapshot_refused": self.snapshot_refused, "process_rss_bytes": process_rss()}
 

@@ -4,8 +4,8 @@ Real SQLCipher store, real Chroma (PersistentClient in a RAM-backed folder), rea
 kills are real ``kill -9`` of a subprocess that holds the memory open.
 """
 
+import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -20,7 +20,7 @@ import pytest
 from mneme.core import snapshot
 from mneme.core.index import Index
 from mneme.core.memory import open_memory
-from tests.conftest import ROOT, msg
+from tests.conftest import ROOT, msg, run_cli
 
 CANARY_ID = 987_654_321  # a chunk id that appears nowhere else
 DIM = 64
@@ -385,3 +385,19 @@ def test_the_same_index_interface_runs_against_a_chroma_server(open_mem, isolate
     seen.close()
     assert len(got["ids"]) == len(stored_ids(mem)) and "1" not in got["ids"]
     assert all(d is None for d in got["documents"]) and all(not m for m in got["metadatas"])
+
+
+def test_cli_unlocks_from_the_snapshot_and_status_shows_the_index(tmp_path):
+    from tests.test_cli import PASS, write_jsonl
+
+    chats = write_jsonl(tmp_path / "c.jsonl", 30)
+    run_cli("import", "chats", chats, env=PASS)
+    run_cli("search", "status update", env=PASS)  # embeds, builds the index, saves it at exit
+    out = run_cli("status", env=PASS).stdout
+    assert "Index:    in RAM, saved as an encrypted snapshot; snapshot of 30 vectors" in out
+    assert "MB in memory when loaded" in out
+    home = Path(os.environ["MNEME_HOME"])
+    before = (home / "index.snap").read_bytes()
+    hits = json.loads(run_cli("search", "status update 7", "--json", env=PASS).stdout)
+    assert "status update 7 on project 7" in [h["text"] for h in hits[:5]]
+    assert (home / "index.snap").read_bytes() == before  # opened from it; nothing changed to save

@@ -91,8 +91,6 @@ class Memory:
                         return  # closed mid-way
                     self._catch_up()
                 self.index.mark_ready()
-                if not restored and self.index.kind != "memory":
-                    self.save_index()  # the next unlock starts from here
             except Exception as exc:  # a failed warm-up leaves keyword search working
                 if not self._closed.is_set():
                     log.exception("index warm-up failed")
@@ -100,6 +98,11 @@ class Memory:
                 return
             finally:
                 self.index.settled.set()  # also when closed mid-way: nobody waits for ever
+            if not restored and self.index.kind != "memory":
+                try:
+                    self.save_index()  # the next unlock starts from here
+                except Exception:
+                    log.exception("the rebuilt vector index could not be saved (it is again at lock)")
             if catch_up:
                 try:
                     self.embed_pending()
@@ -370,7 +373,10 @@ class Memory:
         """No saved index may keep what was just forgotten: open it if it is not open yet (the
         journal applies the forget), then save it again; when that fails, remove the snapshot
         (the next unlock rebuilds)."""
-        if self.index is None or self.index.kind == "memory":
+        if self.index is None or self.index.kind == "memory":  # nothing here can update it
+            if self.layout.index_snapshot.exists() or self.store.checkpoint():
+                self.store.drop_checkpoint()
+                snapshot.remove(self.layout.index_snapshot)
             return
         try:
             if not self.index.settled.is_set() and self._warm_thread is None:

@@ -29,6 +29,7 @@ bench: system venv model
 	$(PY) tests/bench/locomo.py --check
 	$(PY) tests/bench/locomo.py --answers
 	$(PY) tests/bench/capture_bench.py --minutes $(or $(CAPTURE_MINUTES),10)
+	$(PY) tests/bench/index_bench.py $(or $(INDEX_BENCH_ARGS),--sizes 100000)
 
 screenshots: system venv model
 	MNEME_SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots $(PY) -m pytest -p no:cacheprovider tests/test_gui_x11.py -k screenshots

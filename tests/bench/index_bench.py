@@ -147,7 +147,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="100000")
     parser.add_argument("--phase", default="")
-    parser.add_argument("--home", default="")
+    parser.add_argument("--home", default="", help="a memory built already (--phase build) to unlock")
     parser.add_argument("--queries", type=int, default=60)
     parser.add_argument("--params", type=int, default=0, help="also compare HNSW settings at this many vectors")
     parser.add_argument("--no-baseline", action="store_true", help="skip the rebuild-in-memory comparison")
@@ -166,24 +166,26 @@ def main() -> int:
               "snapshot write | snapshot size | RSS steady | RSS peak | index in memory | RAM folder |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for n in [int(s) for s in args.sizes.split(",")]:
-        home = tempfile.mkdtemp(prefix="mneme-bench-")
-        t = time.perf_counter()
-        subprocess.run([sys.executable, __file__, "--phase", "build", "--home", home, "--sizes", str(n)],
-                       cwd=ROOT, check=True)
-        print(f"built {n} in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
-        runs = [("first (no snapshot: rebuilt, then saved)", child("unlock", home, queries=args.queries)),
-                ("from the snapshot", child("unlock", home, queries=args.queries))]
+        home = args.home or tempfile.mkdtemp(prefix="mneme-bench-")
+        if not args.home:
+            t = time.perf_counter()
+            subprocess.run([sys.executable, __file__, "--phase", "build", "--home", home, "--sizes", str(n)],
+                           cwd=ROOT, check=True)
+            print(f"built {n} in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
+        runs = [("first (no snapshot: rebuilt, then saved)", {}), ("from the snapshot", {})]
         if not args.no_baseline:
-            runs.append(("no RAM folder (rebuilt in memory, as before)",
-                         child("unlock", home, {"MNEME_INDEX_RAM": ""}, queries=args.queries)))
-        for name, r in runs:
+            runs.append(("no RAM folder (rebuilt in memory, as before)", {"MNEME_INDEX_RAM": ""}))
+        for name, env in runs:
+            r = child("unlock", home, env, queries=args.queries)
             print(name, r, file=sys.stderr, flush=True)
             save = f"{r['save_s']:.1f} s" if r["save_s"] is not None else "—"
             snap = f"{r['snapshot_mb']:.0f} MB" if r["save_s"] is not None else "—"
             report.append(f"| {n:,} | {name} | {r['t_kw']:.2f} s | {r['t_ready']:.1f} s | {r['p50']:.0f} ms | "
                           f"{r['p95']:.0f} ms | {save} | {snap} | {r['rss_steady_mb']:.0f} MB | "
                           f"{r['rss_peak_mb']:.0f} MB | {r['index_resident_mb']:.0f} MB | {r['ram_folder_mb']:.0f} MB |")
-        subprocess.run(["rm", "-rf", home], check=True)
+            print(report[-1], file=sys.stderr, flush=True)
+        if not args.home:
+            subprocess.run(["rm", "-rf", home], check=True)
     if args.params:
         report += ["", f"HNSW settings ({args.params:,} random 384-d vectors, Chroma PersistentClient in /dev/shm):",
                    "", *params(args.params)]

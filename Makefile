@@ -30,6 +30,7 @@ bench: system venv model
 	$(PY) tests/bench/locomo.py --check
 	$(PY) tests/bench/locomo.py --answers
 	$(PY) tests/bench/capture_bench.py --minutes $(or $(CAPTURE_MINUTES),10)
+	$(PY) tests/bench/index_bench.py $(or $(INDEX_BENCH_ARGS),--sizes 100000)
 
 bench-flash: system venv model
 	$(PY) tests/bench/flash_bench.py $(FLASH_ARGS)

@@ -290,6 +290,18 @@ def cmd_status(args) -> int:
     print(f"On disk:  {status['store_bytes'] / 1e6:.1f} MB (encrypted); screen frames: "
           f"{status['frames']} using {status['frame_bytes'] / 1e6:.1f} MB "
           f"(kept {status['retention']['days'] or 'forever'} days / {status['retention']['gb'] or 'no'} GB)")
+    index = status["index"]
+    where = {"ram": "in RAM, saved as an encrypted snapshot", "memory": "in RAM only (no RAM-backed "
+             "folder here: rebuilt at each unlock)", "server": "on a Chroma server"}.get(index["place"], "none")
+    if index["ready"]:
+        print(f"Index:    {index['vectors']} vectors {where}; about {index['resident_bytes'] / 1e6:.0f} MB "
+              f"in memory, {index['ram_folder_bytes'] / 1e6:.0f} MB RAM folder; process "
+              f"{index['process_rss_bytes'] / 1e6:.0f} MB resident")
+    else:
+        print(f"Index:    {where}; snapshot of {index['snapshot_vectors']} vectors "
+              f"({index['snapshot_bytes'] / 1e6:.1f} MB, encrypted)" + (
+                  f", about {index['snapshot_resident_bytes'] / 1e6:.0f} MB in memory when loaded"
+                  if index.get("snapshot_resident_bytes") else ""))
     from mneme.core.pause import PauseState
 
     until = PauseState(mem.home).paused_until()

@@ -26,6 +26,7 @@ class Setting:
     description: str
     minimum: float | None = None
     check: Callable[[Any], Any] | None = None  # raises ValueError with what is wrong
+    pattern: str | None = None  # a string setting must match this regular expression
 
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -76,6 +77,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("capture_consent", bool, False, "The user agreed to screen capture (asked on first run)."),
     Setting("lock_idle_minutes", int, 15, "Lock the app after this long idle (passphrase mode); 0 = never.", 0),
     Setting("hotkey", str, "<ctrl>+<alt>+<space>", "Global shortcut that opens the recall overlay."),
+    Setting("index_server", str, "",
+            "A Chroma server (http://HOST:PORT) that holds the vector index instead of this machine's "
+            "memory; empty: on this machine, saved as an encrypted snapshot.",
+            pattern=r"(https?://[A-Za-z0-9.\-\[\]:]+:[0-9]{1,5}/?)?"),
 )
 BY_NAME = {s.name: s for s in SETTINGS}
 PASSWORD_MANAGERS = ("keepassxc", "1password", "bitwarden")  # the onboarding checkbox's exclusions
@@ -88,6 +93,9 @@ def _check(setting: Setting, value: Any, where: str) -> Any:
         raise BadInputError(
             f"{where}: setting {setting.name!r} must be {setting.type.__name__}, got {value!r}",
             f"fix or remove it; default is {setting.default!r}")
+    if setting.pattern is not None and not re.fullmatch(setting.pattern, value):
+        raise BadInputError(f"{where}: setting {setting.name!r} is {value!r}, which is not valid",
+                            f"{setting.description} Default is {setting.default!r}")
     if setting.minimum is not None and value < setting.minimum:
         raise BadInputError(f"{where}: setting {setting.name!r} must be at least {setting.minimum}",
                             f"default is {setting.default!r}")

@@ -1,17 +1,28 @@
-"""The vector index: a Chroma collection of vectors and opaque chunk ids, held in memory only.
+"""The vector index: a Chroma collection of vectors and opaque chunk ids (no text, no metadata).
 
-Chroma keeps text, metadata and vectors in plaintext files when it persists, so Mneme's index is
-*derived*: an ``EphemeralClient`` (writes nothing to disk) filled at unlock from the vectors the
-encrypted store already holds. Keyword search works while it warms up.
+Chroma keeps vectors in plaintext files when it persists, so Mneme's index is *derived* from the
+encrypted store and lives in one of three places, behind the same ``Index`` interface:
+
+- ``folder``: a ``PersistentClient`` in a RAM-backed folder (``snapshot.new_ram_folder``), saved
+  as an encrypted snapshot (``snapshot.write``) and opened from it at the next unlock;
+- neither: an ``EphemeralClient`` in process memory (no RAM folder on this machine), filled from
+  the store at every unlock;
+- ``url``: a Chroma server (``chromadb.HttpClient``), for a memory that outgrows one machine; the
+  server keeps the collection on its own (encrypted) disk.
+
+Keyword search works while it warms up.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import chromadb
 import numpy as np
@@ -20,10 +31,22 @@ from chromadb.config import Settings
 from chromadb.utils.embedding_functions import register_embedding_function
 
 from mneme.core import embedding as embedding_registry
+from mneme.core import snapshot
 from mneme.core.embedding import Embedder
+from mneme.core.errors import UserError
 
 log = logging.getLogger(__name__)
 ADD_BATCH = 4000
+COLLECTION = "mneme-index"
+SETTINGS = dict(anonymized_telemetry=False, allow_reset=False)
+# HNSW parameters, chosen by measurement (BENCHMARKS.md, "Encrypted persistent index"). The
+# vectors themselves (384 float32) are ~90 % of the index's memory, so fewer links save little
+# and cost recall. Chroma writes its HNSW files every ``sync_threshold`` changes and keeps the
+# changes since in its SQLite log, which it replays into the graph when it opens: a larger
+# threshold makes adding barely faster and opening a snapshot up to a full rebuild slower.
+HNSW = {"space": "cosine", "max_neighbors": 16, "ef_construction": 100, "ef_search": 100,
+        "batch_size": 100, "sync_threshold": 1000}
+CHROMA_DELETE = 3  # chromadb's Operation.DELETE in its SQLite log (embeddings_queue.operation)
 
 
 @register_embedding_function
@@ -55,30 +78,199 @@ _client_lock = threading.Lock()
 _client = None
 
 
-def _chroma():
+def _ephemeral():
     global _client
     with _client_lock:
         if _client is None:
-            _client = chromadb.EphemeralClient(Settings(anonymized_telemetry=False, allow_reset=False))
+            _client = chromadb.EphemeralClient(Settings(**SETTINGS))
         return _client
 
 
-class Index:
-    """In-memory ANN over chunk vectors of one embedder."""
+def parse_server(url: str) -> tuple[str, int]:
+    """host, port of a Chroma server URL, which must be http(s)://host:port."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UserError(f"index server {url!r} is not a URL like http://127.0.0.1:8000",
+                        "set index_server to http://HOST:PORT of a Chroma server")
+    return parts.hostname, parts.port or (443 if parts.scheme == "https" else 8000)
 
-    def __init__(self, embedder: Embedder):
+
+def _purge_forgotten(folder: Path) -> None:
+    """Leave no removed vector in Chroma's files before they are sealed. Chroma's SQLite log keeps
+    each change (with its vector) until its HNSW files are next written; a change followed by a
+    delete of the same id has no effect on the index, so it is dropped (the delete stays, replayed
+    as before). Then the file is rewritten so that no freed page keeps old rows. Checked against
+    chromadb 1.5's schema: a schema it does not know is an error, and no snapshot is written."""
+    import sqlite3
+
+    db = sqlite3.connect(folder / "chroma.sqlite3", isolation_level=None)
+    try:
+        cols = {r[1] for r in db.execute("PRAGMA table_info(embeddings_queue)")}
+        if not {"seq_id", "operation", "topic", "id", "vector"} <= cols:
+            raise RuntimeError(f"unknown Chroma log schema {sorted(cols)}: not sealing what it may keep")
+        db.execute("PRAGMA secure_delete = ON")
+        db.execute("DELETE FROM embeddings_queue WHERE operation != ? AND EXISTS (SELECT 1 FROM "
+                   "embeddings_queue d WHERE d.operation = ? AND d.id = embeddings_queue.id AND "
+                   "d.topic = embeddings_queue.topic AND d.seq_id > embeddings_queue.seq_id)",
+                   (CHROMA_DELETE, CHROMA_DELETE))
+        db.execute("VACUUM")
+    finally:
+        db.close()
+
+
+def _stale(meta: dict, expect: dict) -> str | None:
+    """Why a saved index may not be used with the store's checkpoint *expect*; None if it may."""
+    if meta.get("embedder") != expect.get("embedder"):
+        return "it was made with another embedder"
+    if not isinstance(meta.get("seq"), int) or meta["seq"] < expect.get("seq", 0):
+        return "it is older than the latest one (stale)"
+    return None  # the same position or a later one: every change up to it is in it
+
+
+class Index:
+    """ANN over chunk vectors of one embedder. Not open until ``open()`` (or ``load()``): adds and
+    deletes before then are ignored, as the store's journal brings the index up to date."""
+
+    def __init__(self, embedder: Embedder, folder: Path | None = None, url: str | None = None,
+                 name: str | None = None):
         self.embedder = embedder
+        self.folder = folder  # RAM-backed folder of a persistent local index
+        self.url = url        # a Chroma server
         self._fn = MnemeEmbeddingFunction(embedder)
-        self._name = f"mneme-{uuid.uuid4().hex}"
-        self._col = _chroma().create_collection(
-            self._name, embedding_function=self._fn, configuration={"hnsw": {"space": "cosine"}})
-        self._lock = threading.Lock()
+        self._name = name or (COLLECTION if folder is not None or url else f"mneme-{uuid.uuid4().hex}")
+        self._client = None
+        self._col = None
+        self._lock = threading.RLock()
+        self.seq = 0                      # the journal position this index reflects
         self.loaded = 0
         self.total = 0
+        self.source = ""                  # how it was filled: "snapshot" | "rebuilt" | "server"
         self.ready = threading.Event()    # vector search may be used
         self.settled = threading.Event()  # warm-up has ended, ready or failed
         self.error: str | None = None     # why warm-up failed (keyword search still works)
         self.bad: list[int] = []          # chunk ids whose stored vectors are malformed
+
+    @property
+    def kind(self) -> str:
+        return "server" if self.url else "ram" if self.folder is not None else "memory"
+
+    # -- opening and closing ------------------------------------------------------------------
+    def _connect(self):
+        if self.url:
+            host, port = parse_server(self.url)
+            return chromadb.HttpClient(host=host, port=port, ssl=self.url.startswith("https"),
+                                       settings=Settings(**SETTINGS))
+        if self.folder is not None:
+            return chromadb.PersistentClient(path=str(self.folder), settings=Settings(**SETTINGS))
+        return _ephemeral()
+
+    def open(self, fresh: bool = True) -> None:
+        """Open the collection; *fresh* starts it empty (a rebuild), else the one that is there
+        (a snapshot just unpacked into the folder, or the server's)."""
+        with self._lock:
+            self._client = self._connect()
+            if fresh:
+                try:
+                    self._client.delete_collection(self._name)
+                except Exception:  # noqa: BLE001 - not there: nothing to delete
+                    pass
+                self._col = self._client.create_collection(
+                    self._name, embedding_function=self._fn, configuration={"hnsw": dict(HNSW)})
+            else:
+                self._col = self._client.get_collection(self._name, embedding_function=self._fn)
+
+    def load(self, path: Path, key_for: snapshot.KeyFor, expect: dict) -> dict:
+        """Open the index from where it was saved: the encrypted snapshot *path* (RAM folder) or
+        the server's collection; returns its record (snapshot id, seq). Raises SnapshotRefused
+        when it is missing, damaged, altered, of another embedder, or older than *expect* (the
+        store's checkpoint). A newer one is the one a kill kept from being named: the journal
+        from the checkpoint on is still there, so it is used."""
+        if self.url:
+            return self._load_server(expect)
+        if self.folder is None:
+            raise snapshot.SnapshotRefused("there is no RAM-backed folder to open it in")
+        meta = snapshot.read(path, self.folder, key_for)
+        problem = _stale(meta, expect)
+        if problem:
+            snapshot._empty(self.folder)
+            raise snapshot.SnapshotRefused(problem)
+        try:
+            self.open(fresh=False)
+            count = self._col.count()
+        except Exception as exc:  # noqa: BLE001 - Chroma refused what it was given
+            self._drop_client()
+            snapshot._empty(self.folder)
+            raise snapshot.SnapshotRefused(f"Chroma cannot open it ({type(exc).__name__}: {exc})") from None
+        if count != meta.get("vectors"):
+            self._drop_client()
+            snapshot._empty(self.folder)
+            raise snapshot.SnapshotRefused(f"it holds {count} vectors, not {meta.get('vectors')}")
+        self.seq = int(meta["seq"])
+        self.loaded = count
+        return meta
+
+    def _load_server(self, expect: dict) -> dict:
+        try:
+            self.open(fresh=False)
+            mark = self._col.metadata or {}
+            count = self._col.count()
+        except Exception as exc:  # noqa: BLE001 - no such collection, or the server refused
+            self._drop_client()
+            raise snapshot.SnapshotRefused(f"the server's collection cannot be used ({type(exc).__name__})") from None
+        meta = {"snapshot": mark.get("mneme_checkpoint"), "seq": mark.get("mneme_seq"),
+                "embedder": mark.get("mneme_embedder"), "vectors": count}
+        problem = _stale(meta, expect)
+        if problem:
+            self._drop_client()
+            raise snapshot.SnapshotRefused(f"the server's collection: {problem}")
+        self.seq = int(meta["seq"])
+        self.loaded = count
+        return meta
+
+    def save(self, path: Path, key_for: snapshot.KeyFor, snapshot_id: str) -> tuple[int, int]:
+        """Save the index (the caller has brought it up to ``seq``): as an encrypted snapshot of
+        the RAM folder, or, on a server, as a mark on its collection. Returns (vectors, bytes).
+        A local client is closed first so that Chroma writes out every buffered vector, then
+        opened again."""
+        with self._lock:
+            if self._col is None or self.kind == "memory":
+                raise RuntimeError("only an open index in a RAM folder or on a server can be saved")
+            count = self._col.count()
+            if self.url:
+                self._col.modify(metadata={"mneme_checkpoint": snapshot_id, "mneme_seq": self.seq,
+                                           "mneme_embedder": self.embedder.id})
+                return count, 0
+            self._drop_client()
+            try:
+                _purge_forgotten(self.folder)
+                size = snapshot.write(path, self.folder, key_for, {
+                    "snapshot": snapshot_id, "seq": self.seq, "embedder": self.embedder.id,
+                    "dim": self.embedder.dim, "vectors": count})
+            finally:
+                self.open(fresh=False)
+            return count, size
+
+    def rename(self, name: str) -> None:
+        """Give a server collection a new name (its name follows the memory's key)."""
+        with self._lock:
+            if self._col is not None and self.url and name != self._name:
+                self._col.modify(name=name)
+            self._name = name
+
+    def _drop_client(self) -> None:
+        with self._lock:
+            client, self._client, self._col = self._client, None, None
+            if client is not None and self.kind != "memory":
+                client.close()
+                # chromadb 1.5's HTTP client (and its admin client) leave their pools open.
+                for part in (client, getattr(client, "_admin_client", None)):
+                    session = getattr(getattr(part, "_server", None), "_session", None)
+                    if session is not None:
+                        session.close()
+
+    @property
+    def is_open(self) -> bool:
+        return self._col is not None
 
     def mark_ready(self) -> None:
         self.error = None
@@ -89,10 +281,13 @@ class Index:
         self.error = why
         self.settled.set()
 
+    # -- contents -------------------------------------------------------------------------------
     def add(self, ids: Sequence[int], vectors: np.ndarray) -> None:
         for start in range(0, len(ids), ADD_BATCH):
             part = ids[start:start + ADD_BATCH]
             with self._lock:
+                if self._col is None:
+                    return
                 self._col.upsert(ids=[str(i) for i in part],
                                  embeddings=np.asarray(vectors[start:start + ADD_BATCH], dtype=np.float32))
             self.loaded += len(part)
@@ -100,21 +295,45 @@ class Index:
     def delete(self, ids: Sequence[int]) -> None:
         if ids:
             with self._lock:
+                if self._col is None:
+                    return
                 for start in range(0, len(ids), ADD_BATCH):
                     self._col.delete(ids=[str(i) for i in ids[start:start + ADD_BATCH]])
 
     def count(self) -> int:
         with self._lock:
-            return self._col.count()
+            return self._col.count() if self._col is not None else 0
 
     def ids(self) -> set[int]:
         out: set[int] = set()
         with self._lock:
+            if self._col is None:
+                return out
             n = self._col.count()
             for offset in range(0, n, 10000):
                 got = self._col.get(limit=10000, offset=offset, include=[])
                 out.update(int(i) for i in got["ids"])
         return out
+
+    def vectors(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
+        """The vectors the index holds for these chunk ids (as Chroma gives them back)."""
+        out: dict[int, np.ndarray] = {}
+        with self._lock:
+            if self._col is None:
+                return out
+            for start in range(0, len(ids), ADD_BATCH):
+                got = self._col.get(ids=[str(i) for i in ids[start:start + ADD_BATCH]], include=["embeddings"])
+                out.update((int(i), np.asarray(v, dtype=np.float32)) for i, v in zip(got["ids"], got["embeddings"]))
+        return out
+
+    def resident_bytes(self, vectors: int | None = None) -> int:
+        """Memory the index holds in this process (or would, with *vectors*), estimated from the
+        HNSW layout: per vector its floats, its links (2 x max_neighbors on level 0) and hnswlib's
+        label and header; Chroma's own SQLite page cache is not counted."""
+        if self.kind == "server":
+            return 0
+        per = self.embedder.dim * 4 + 2 * HNSW["max_neighbors"] * 4 + 4 + 8 + 16
+        return (self.count() if vectors is None else vectors) * per
 
     def query(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
         """(chunk_id, cosine similarity) best first."""
@@ -126,6 +345,8 @@ class Index:
 
     def _query(self, k: int, **query) -> list[tuple[int, float]]:
         with self._lock:
+            if self._col is None:
+                return []
             n = self._col.count()
             if n == 0:
                 return []
@@ -133,8 +354,14 @@ class Index:
         return [(int(i), 1.0 - float(d)) for i, d in zip(res["ids"][0], res["distances"][0])]
 
     def close(self) -> None:
+        """Let go of the collection; a RAM folder is removed (save first to keep it)."""
         with self._lock:
-            try:
-                _chroma().delete_collection(self._name)
-            except Exception:  # already gone with the client
-                log.debug("index collection already deleted")
+            if self.kind == "memory" and self._col is not None:
+                try:
+                    _ephemeral().delete_collection(self._name)
+                except Exception:  # noqa: BLE001 - already gone with the client
+                    log.debug("index collection already deleted")
+            self._col = None
+            self._drop_client()
+            if self.folder is not None:
+                shutil.rmtree(self.folder, ignore_errors=True)

@@ -78,6 +78,15 @@ def kdf_problem(kdf, salt: bytes) -> str | None:
     return None
 
 
+def subkey(master: bytes, salt: bytes, purpose: bytes) -> bytes:
+    """A 256-bit key for one purpose (HKDF-SHA256 of the master key), so that a file sealed with
+    it is tied to this memory's key and follows it through a key change or a vault import."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=purpose).derive(master)
+
+
 def derive_key(passphrase: str, salt: bytes, kdf: dict) -> bytes:
     if kdf.get("name") != "argon2id":
         raise UserError(f"unknown key derivation {kdf.get('name')!r}", "update Mneme")

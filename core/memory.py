@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
 
-from mneme.core import keys, vault
+import numpy as np
+
+from mneme.core import keys, snapshot, vault
 from mneme.core.config import Config
 from mneme.core.embedding import Embedder
 from mneme.core.errors import LockedError, UserError
@@ -24,6 +27,8 @@ from mneme.core.store import Store
 log = logging.getLogger(__name__)
 EMBED_BATCH = 64
 WARM_STALL_SECONDS = 60.0  # warm-up that loads nothing for this long is given up on
+SNAPSHOT_AFTER = 5000  # index changes after which a new snapshot is written (also at lock and quit)
+CATCH_UP_BATCH = 10_000
 Progress = Callable[[int, int], None]  # (done, total)
 
 
@@ -36,15 +41,40 @@ class Memory:
         self.meta = meta
         self.config = config
         self.embedder = embedder
-        self.index = Index(embedder) if embedder is not None else None
+        self.index = self._make_index() if embedder is not None else None
         self.retriever = Retriever(store, self.index, embedder)
         self._warm_thread: threading.Thread | None = None
         self._embed_lock = threading.Lock()
+        self._write_lock = threading.RLock()  # a store change and its index change, together
+        self._sync_lock = threading.RLock()   # journal catch-up and snapshots, one at a time
+        self._snap_thread: threading.Thread | None = None
+        self._saved: tuple[str, int] | None = None  # (snapshot id, seq) on disk for this index
+        self.snapshot_refused: str | None = None    # why the last snapshot was not used
         self._closed = threading.Event()
+
+    def _make_index(self) -> Index:
+        """In a RAM-backed folder (saved as an encrypted snapshot), on a Chroma server, or, when
+        this machine has no RAM-backed folder, in process memory (rebuilt at every unlock)."""
+        if self.config["index_server"]:
+            return Index(self.embedder, url=self.config["index_server"], name=self._server_name())
+        folder = snapshot.new_ram_folder()
+        if folder is None:
+            log.warning("no RAM-backed folder (XDG_RUNTIME_DIR or /dev/shm) here: the vector index "
+                        "is kept in memory only and rebuilt from the store at every unlock")
+        return Index(self.embedder, folder=folder)
+
+    def _server_name(self) -> str:
+        return "mneme-" + self.store.subkey(b"mneme index server collection", b"").hex()[:24]
+
+    def _key_for(self, salt: bytes) -> bytes:
+        return self.store.subkey(snapshot.PURPOSE, salt)
 
     # -- life cycle -----------------------------------------------------------------------------
     def warm(self, background: bool = True, catch_up: bool = True) -> None:
-        """Fill the in-memory index from stored vectors, then embed what has none yet.
+        """Make the vector index usable: open the encrypted snapshot and apply the journal of
+        what changed since; with no snapshot, or one that cannot be trusted (damaged, altered,
+        stale, another key), rebuild it from the stored vectors and save it. Then embed what has
+        no vector yet.
 
         Malformed stored vectors are left out (``index.bad``; ``doctor`` repairs them). A failed
         warm-up is logged with its traceback and recorded in ``index.error``; keyword search keeps
@@ -55,15 +85,11 @@ class Memory:
         def run() -> None:
             try:
                 self.index.total = self.store.counts(self.embedder.id)["embedded"]
-                bad: list[int] = []
-                for ids, vectors in self.store.iter_embeddings(self.embedder.id, dim=self.embedder.dim,
-                                                               bad=bad):
-                    if self._closed.is_set():
-                        return
-                    self.index.add(ids, vectors)
-                self.index.bad = bad
-                if bad:
-                    log.warning("%d stored vectors are malformed and were left out of the index", len(bad))
+                with self._sync_lock:
+                    restored = self._restore()
+                    if not restored and not self._rebuild():
+                        return  # closed mid-way
+                    self._catch_up()
                 self.index.mark_ready()
             except Exception as exc:  # a failed warm-up leaves keyword search working
                 if not self._closed.is_set():
@@ -72,6 +98,11 @@ class Memory:
                 return
             finally:
                 self.index.settled.set()  # also when closed mid-way: nobody waits for ever
+            if not restored and self.index.kind != "memory":
+                try:
+                    self.save_index()  # the next unlock starts from here
+                except Exception:
+                    log.exception("the rebuilt vector index could not be saved (it is again at lock)")
             if catch_up:
                 try:
                     self.embed_pending()
@@ -84,6 +115,110 @@ class Memory:
             self._warm_thread.start()
         else:
             run()
+
+    def _restore(self) -> bool:
+        """Open the index from the checkpoint the store names; False when there is none to trust."""
+        path = self.layout.index_snapshot
+        snapshot.clean_leftovers(path)
+        if self.index.kind == "memory":
+            return False
+        point = self.store.checkpoint()
+        if point is None or point["embedder"] != self.embedder.id:
+            if point is not None or path.exists():
+                self._distrust("it was made for another embedder" if point else "no checkpoint names it")
+            return False
+        try:
+            meta = self.index.load(path, self._key_for, point)
+        except snapshot.SnapshotRefused as exc:
+            self._distrust(str(exc))
+            return False
+        if meta["snapshot"] != point["snapshot"]:  # written, then killed before it was named
+            self.store.set_checkpoint(self.embedder.id, meta["snapshot"], meta["seq"], meta["vectors"],
+                                      path.stat().st_size if self.index.kind == "ram" else 0)
+        self.index.source = "server" if self.index.kind == "server" else "snapshot"
+        self._saved = (meta["snapshot"], meta["seq"])
+        return True
+
+    def _distrust(self, why: str) -> None:
+        self.snapshot_refused = why
+        log.warning("the saved vector index was not used (%s); rebuilding it from the store", why)
+        self.store.drop_checkpoint()
+        if self.index.kind == "ram":
+            snapshot.remove(self.layout.index_snapshot)
+
+    def _rebuild(self) -> bool:
+        """Fill a fresh index from every stored vector; False when closed mid-way."""
+        head = self.store.journal_head()  # changes after this are applied by the catch-up
+        self.index.open(fresh=True)
+        self.index.seq = head
+        bad: list[int] = []
+        for ids, vectors in self.store.iter_embeddings(self.embedder.id, dim=self.embedder.dim, bad=bad):
+            if self._closed.is_set():
+                return False
+            self.index.add(ids, vectors)
+        self.index.bad = bad
+        if bad:
+            log.warning("%d stored vectors are malformed and were left out of the index", len(bad))
+        self.index.source = "rebuilt"
+        self.store.trim_journal(head)
+        return True
+
+    def _catch_up(self) -> int:
+        """Apply the journal after ``index.seq``: each chunk named gets the vector the store has
+        for it now, or leaves the index when it has none. Returns how many were applied."""
+        done = 0
+        with self._sync_lock:
+            while not self._closed.is_set():
+                rows = self.store.journal_since(self.index.seq, CATCH_UP_BATCH)
+                if not rows:
+                    break
+                with self._write_lock:
+                    changed = {cid for _, cid in rows}
+                    have, vectors = self.store.vectors_of(self.embedder.id, changed, self.embedder.dim)
+                    if have:
+                        self.index.add(have, np.stack(vectors))
+                    gone = sorted(changed - set(have))
+                    self.index.delete(gone)
+                    self.index.seq = rows[-1][0]
+                done += len(changed)
+        return done
+
+    def save_index(self) -> bool:
+        """Write the index as a new encrypted snapshot (or mark the server's collection) and make
+        it the store's checkpoint. False when there is nothing to save it as."""
+        if self.index is None or self.index.kind == "memory" or not self.index.ready.is_set():
+            return False
+        with self._sync_lock:
+            self._catch_up()
+            sid = secrets.token_hex(16)
+            vectors, size = self.index.save(self.layout.index_snapshot, self._key_for, sid)
+            self.store.set_checkpoint(self.embedder.id, sid, self.index.seq, vectors, size)
+            self._saved = (sid, self.index.seq)
+        return True
+
+    def _unsaved(self) -> int:
+        """Index changes not in the snapshot on disk (-1: there is no snapshot of this index)."""
+        if self._saved is None:
+            return -1
+        return self.store.journal_head() - self._saved[1]
+
+    def _save_soon(self) -> None:
+        """After enough change, a snapshot in the background (one at a time)."""
+        unsaved = self._unsaved()
+        if (0 <= unsaved < SNAPSHOT_AFTER) or self.index is None or self.index.kind == "memory":
+            return
+        if self._snap_thread is not None and self._snap_thread.is_alive():
+            return
+
+        def run() -> None:
+            try:
+                if not self._closed.is_set():
+                    self.save_index()
+            except Exception:
+                log.exception("the vector index snapshot could not be written (it is again at lock)")
+
+        self._snap_thread = threading.Thread(target=run, name="mneme-index-snapshot", daemon=True)
+        self._snap_thread.start()
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         """True once vector search is ready; False on timeout or when warm-up failed."""
@@ -145,10 +280,24 @@ class Memory:
         return self._closed.is_set()
 
     def close(self) -> None:
+        """Lock: save the index as a snapshot when it changed, remove its RAM folder, close the
+        store. A failed save is logged; the next unlock rebuilds the index from the store."""
         self._closed.set()
         if self._warm_thread is not None:
             self._warm_thread.join()
+        if self._snap_thread is not None:
+            self._snap_thread.join()
         if self.index is not None:
+            try:
+                if self._unsaved() != 0:
+                    self._closed.clear()  # the catch-up below must run to the end
+                    try:
+                        self.save_index()
+                    finally:
+                        self._closed.set()
+            except Exception:
+                log.exception("the vector index snapshot could not be written at lock; "
+                              "the next unlock rebuilds it from the store")
             self.index.close()
         self.store.close()
 
@@ -185,13 +334,16 @@ class Memory:
                 if not batch:
                     break
                 vectors = self.embedder.embed([c.embed_text for c in batch])
-                self.store.put_embeddings(self.embedder.id, [(c.id, v) for c, v in zip(batch, vectors)])
-                if self.index is not None:
-                    self.index.add([c.id for c in batch], vectors)
+                with self._write_lock:  # a forget cannot come between the two
+                    self.store.put_embeddings(self.embedder.id, [(c.id, v) for c, v in zip(batch, vectors)])
+                    if self.index is not None:
+                        self.index.add([c.id for c in batch], vectors)
                 done += len(batch)
                 if progress:
                     progress(done, max(total, done))
-            return done
+        if done and self.index is not None and self.index.ready.is_set():
+            self._save_soon()
+        return done
 
     def add_frame(self, frame: FrameIn) -> int | None:
         """Store a captured frame; it is keyword-searchable at once and embedded right after."""
@@ -212,12 +364,39 @@ class Memory:
         """Delete for good: from the store (freed pages zeroed, keyword terms removed, the WAL
         checkpointed and truncated) and from the index. *app* is an exact app or conversation name.
         Raises UserError, after deleting, when another process keeps old copies alive."""
-        chunk_ids = self.store.forget(since, until, app, source_ids)
-        stale = self.store.take_relinked()
-        if self.index is not None:
-            self.index.delete(chunk_ids + stale)
+        with self._write_lock:
+            chunk_ids = self.store.forget(since, until, app, source_ids)
+            stale = self.store.take_relinked()
+            if self.index is not None:
+                self.index.delete(chunk_ids + stale)
+        if chunk_ids or stale:
+            self._forget_in_snapshot()
         self.store.scrub()
         return len(chunk_ids)
+
+    def _forget_in_snapshot(self) -> None:
+        """No saved index may keep what was just forgotten: open it if it is not open yet (the
+        journal applies the forget), then save it again; when that fails, remove the snapshot
+        (the next unlock rebuilds)."""
+        if self.index is None or self.index.kind == "memory":  # nothing here can update it
+            if self.layout.index_snapshot.exists() or self.store.checkpoint():
+                self.store.drop_checkpoint()
+                snapshot.remove(self.layout.index_snapshot)
+            return
+        try:
+            if not self.index.settled.is_set() and self._warm_thread is None:
+                self.warm(background=False, catch_up=False)
+            elif not self.index.ready.is_set():
+                self.wait_index()
+            if self.save_index():
+                return
+        except Exception:
+            log.exception("no new index snapshot after a forget; removing the old one")
+        with self._sync_lock:
+            self.store.drop_checkpoint()
+            self._saved = None
+            if self.index.kind == "ram":
+                snapshot.remove(self.layout.index_snapshot)
 
     def forget_preview(self, since: float | None = None, until: float | None = None,
                        app: str | None = None) -> dict:
@@ -248,13 +427,27 @@ class Memory:
         return {
             "home": str(self.home), "key_mode": self.meta.mode, **counts,
             "embedder": self.embedder.id if self.embedder else None,
-            "index": {"ready": bool(self.index and self.index.ready.is_set()),
-                      "vectors": self.index.count() if self.index else 0},
+            "index": self.index_status(),
             "first": lo, "last": hi, "store_bytes": size,
             "migrations": self.store.migrations(),
             "frames": frames, "frame_bytes": frame_bytes,
             "retention": {"days": self.config["retention_days"], "gb": self.config["retention_gb"]},
         }
+
+    def index_status(self) -> dict:
+        """Where the vector index lives and what it costs: vectors, its memory in this process
+        (estimated from the HNSW layout), its RAM folder, the snapshot on disk, and the whole
+        process's resident memory."""
+        point = self.store.checkpoint()
+        idx = self.index
+        return {"ready": bool(idx and idx.ready.is_set()), "vectors": idx.count() if idx else 0,
+                "place": idx.kind if idx else None, "source": idx.source if idx else "",
+                "resident_bytes": idx.resident_bytes() if idx else 0,
+                "ram_folder_bytes": snapshot.folder_bytes(idx.folder) if idx else 0,
+                "snapshot_vectors": point["vectors"] if point else 0,
+                "snapshot_resident_bytes": idx.resident_bytes(point["vectors"]) if idx and point else 0,
+                "snapshot_bytes": point["bytes"] if point else 0,
+                "snapshot_refused": self.snapshot_refused, "process_rss_bytes": process_rss()}
 
     def doctor(self, repair: bool = False, backlog: bool = True) -> list[str]:
         """What disagrees between store and index; with *repair*, make them agree. Without
@@ -307,6 +500,34 @@ class Memory:
         self.store.rekey(key)
         self.meta = new_meta
         keys.finish_change(self.layout, new_meta)
+        self._reseal_index()
+
+    def _reseal_index(self) -> None:
+        """The index snapshot's key follows the master key: seal it again under the new one (a
+        crash before that leaves a snapshot the new key cannot open: it is rebuilt)."""
+        if self.index is None:
+            return
+        if self.index.kind == "server":
+            self.index.rename(self._server_name())
+        try:
+            if self.save_index():
+                return
+        except Exception:
+            log.exception("the vector index could not be sealed under the new key")
+        with self._sync_lock:
+            self.store.drop_checkpoint()
+            self._saved = None
+            if self.index.kind == "ram":
+                snapshot.remove(self.layout.index_snapshot)
+
+
+def process_rss() -> int:
+    """This process's resident memory in bytes (0 where /proc is not there)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def _unlock(layout: HomeLayout, meta: keys.KeyMeta, passphrase: keys.PassphraseSource | None

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import platformdirs
 
@@ -38,15 +41,23 @@ def private_file(path: Path) -> None:
 
 def write_atomic(path: Path, data: str | bytes) -> None:
     """Replace *path* with *data* so that a crash at any moment leaves the old file or the new
-    one, never a torn one: written to a private temp file beside it, fsynced, renamed over it,
-    then the folder fsynced so the rename itself survives a power cut."""
-    path = Path(path)
+    one, never a torn one (see ``atomic_file``)."""
     raw = data.encode("utf-8") if isinstance(data, str) else data
+    with atomic_file(path) as f:
+        f.write(raw)
+
+
+@contextmanager
+def atomic_file(path: Path) -> Iterator[BinaryIO]:
+    """A file to stream into that replaces *path* only once complete: written to a private temp
+    file beside it, fsynced, renamed over it, then the folder fsynced so the rename itself
+    survives a power cut. An error (or a kill) leaves *path* as it was."""
+    path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o600)
         with os.fdopen(fd, "wb") as f:
-            f.write(raw)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -80,6 +91,7 @@ class HomeLayout:
         self.meta = root / "mneme.json"
         self.meta_next = root / "mneme.json.next"  # the new key's metadata while the key changes
         self.config = root / "config.json"
+        self.index_snapshot = root / "index.snap"  # the vector index, encrypted (core/snapshot.py)
         self.logs = root / "logs"
 
     def create(self) -> "HomeLayout":

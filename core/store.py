@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import sqlcipher3
 
+from mneme.core import keys
 from mneme.core.errors import LockedError, UserError
 from mneme.core.paths import private_file
 from mneme.core.records import Chunk, FrameIn, Hit, Message, Source, id_scope
@@ -187,6 +188,32 @@ def legacy_scope(kind: str, app: str, conversation: str, external_id: str) -> st
 
 
 MIGRATIONS.append(("m004_scoped_ids", _m004_scoped_ids))
+# The vector index is saved as an encrypted snapshot now and then; what changed since is kept
+# here, so that an unlock applies only that. Chunk ids only (no text, no vectors): a journal
+# row says "this chunk's vector was added, replaced or removed"; the embeddings table says which.
+# ``index_checkpoint`` names the one snapshot the journal continues from.
+MIGRATIONS.append(("m005_index_journal", """
+    CREATE TABLE index_journal (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        chunk_id INTEGER NOT NULL
+    );
+    CREATE TRIGGER embeddings_journal_ai AFTER INSERT ON embeddings BEGIN
+        INSERT INTO index_journal(chunk_id) VALUES (new.chunk_id);
+    END;
+    CREATE TRIGGER embeddings_journal_au AFTER UPDATE ON embeddings BEGIN
+        INSERT INTO index_journal(chunk_id) VALUES (new.chunk_id);
+    END;
+    CREATE TRIGGER embeddings_journal_ad AFTER DELETE ON embeddings BEGIN
+        INSERT INTO index_journal(chunk_id) VALUES (old.chunk_id);
+    END;
+    CREATE TABLE index_checkpoint (
+        embedder TEXT PRIMARY KEY,
+        snapshot TEXT NOT NULL,             -- random id sealed inside the snapshot it names
+        seq INTEGER NOT NULL,               -- the journal position the snapshot reflects
+        vectors INTEGER NOT NULL,
+        bytes INTEGER NOT NULL
+    );
+    """))
 
 FTS_WORD = re.compile(r"\w+", re.UNICODE)
 # Question words and glue that match everything and so rank nothing (English; others pass through).
@@ -335,6 +362,57 @@ class Store:
             self._db.execute("PRAGMA journal_mode = DELETE")
             self._db.execute(f"PRAGMA rekey = \"x'{key.hex()}'\"")
             self._db.execute("PRAGMA journal_mode = WAL")
+
+    def subkey(self, purpose: bytes, salt: bytes) -> bytes:
+        """A key for one purpose derived from this store's (current) master key."""
+        return keys.subkey(self._key, salt, purpose)
+
+    # -- the vector index's journal (see m005_index_journal) --------------------------------------
+    def journal_head(self) -> int:
+        """The newest journal position (it only grows, also when old entries are trimmed)."""
+        rows = self._q("SELECT seq FROM sqlite_sequence WHERE name = 'index_journal'")
+        return int(rows[0][0]) if rows else 0
+
+    def journal_since(self, seq: int, limit: int = 10_000) -> list[tuple[int, int]]:
+        """(position, chunk id) of changes after *seq*, oldest first."""
+        return self._q("SELECT seq, chunk_id FROM index_journal WHERE seq > ? ORDER BY seq LIMIT ?",
+                       (seq, limit))
+
+    def vectors_of(self, embedder: str, chunk_ids: Sequence[int], dim: int | None
+                   ) -> tuple[list[int], list[np.ndarray]]:
+        """The well-formed stored vectors of *embedder* among these chunks (others have none)."""
+        ids, vectors = [], []
+        for part in _batches(sorted(set(chunk_ids))):
+            for cid, blob in self._q("SELECT chunk_id, vector FROM embeddings WHERE embedder = ? AND "
+                                     f"chunk_id IN ({','.join('?' * len(part))})", [embedder, *part]):
+                vector = decode_vector(blob, dim)
+                if vector is not None:
+                    ids.append(cid)
+                    vectors.append(vector)
+        return ids, vectors
+
+    def checkpoint(self) -> dict | None:
+        """The snapshot the journal continues from: embedder, snapshot id, seq, vectors, bytes."""
+        rows = self._q("SELECT embedder, snapshot, seq, vectors, bytes FROM index_checkpoint")
+        return dict(zip(("embedder", "snapshot", "seq", "vectors", "bytes"), rows[0])) if rows else None
+
+    def set_checkpoint(self, embedder: str, snapshot: str, seq: int, vectors: int, size: int) -> None:
+        """Name the snapshot just written (one at a time) and drop the journal it covers."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM index_checkpoint")
+            db.execute("INSERT INTO index_checkpoint VALUES (?,?,?,?,?)", (embedder, snapshot, seq, vectors, size))
+            db.execute("DELETE FROM index_journal WHERE seq <= ?", (seq,))
+
+    def drop_checkpoint(self) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM index_checkpoint")
+
+    def trim_journal(self, seq: int) -> None:
+        """Drop journal entries up to *seq* that no snapshot needs (an index rebuilt from the
+        store at *seq* does not)."""
+        with self.transaction() as db:
+            row = db.execute("SELECT seq FROM index_checkpoint").fetchone()
+            db.execute("DELETE FROM index_journal WHERE seq <= ?", (min(seq, row[0]) if row else seq,))
 
     # -- writing --------------------------------------------------------------------------------
     def add_messages(self, messages: Iterable[Message], kind: str = "chat",

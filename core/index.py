@@ -149,6 +149,7 @@ class Index:
         self.settled = threading.Event()  # warm-up has ended, ready or failed
         self.error: str | None = None     # why warm-up failed (keyword search still works)
         self.bad: list[int] = []          # chunk ids whose stored vectors are malformed
+        self._deleted = False             # vectors were deleted since the graph was last built
 
     @property
     def kind(self) -> str:
@@ -240,6 +241,8 @@ class Index:
                 self._col.modify(metadata={"mneme_checkpoint": snapshot_id, "mneme_seq": self.seq,
                                            "mneme_embedder": self.embedder.id})
                 return count, 0
+            if self._deleted:
+                self._compact()
             self._drop_client()
             try:
                 _purge_forgotten(self.folder)
@@ -249,6 +252,23 @@ class Index:
             finally:
                 self.open(fresh=False)
             return count, size
+
+    def _compact(self) -> None:
+        """Build the RAM folder anew from the vectors the index still holds. hnswlib only marks a
+        deleted vector: its floats stay in ``data_level0.bin`` once the graph has been written, so
+        after a forget nothing short of a fresh graph keeps them out of the next snapshot."""
+        keep: list[tuple[str, list]] = []
+        n = self._col.count()
+        for offset in range(0, n, 10000):
+            got = self._col.get(limit=10000, offset=offset, include=["embeddings"])
+            keep += zip(got["ids"], got["embeddings"])
+        self._drop_client()
+        snapshot._empty(self.folder)
+        self.open(fresh=True)
+        for start in range(0, len(keep), ADD_BATCH):
+            part = keep[start:start + ADD_BATCH]
+            self._col.add(ids=[i for i, _ in part], embeddings=np.asarray([v for _, v in part], dtype=np.float32))
+        self._deleted = False
 
     def rename(self, name: str) -> None:
         """Give a server collection a new name (its name follows the memory's key)."""
@@ -299,6 +319,7 @@ class Index:
                     return
                 for start in range(0, len(ids), ADD_BATCH):
                     self._col.delete(ids=[str(i) for i in ids[start:start + ADD_BATCH]])
+                self._deleted = True  # the next snapshot is of a fresh graph (see _compact)
 
     def count(self) -> int:
         with self._lock:

@@ -665,7 +665,9 @@ def test_the_window_remembers_its_size_and_place(controller, qtbot):
     window.close()  # no tray here: asked, and Cancel keeps it; the size and place are saved either way
     again = MainWindow(controller)  # as at the next start
     try:
-        assert (again.width(), again.height()) == (window.width(), window.height()) == (720, 580)
+        # the size it was given (a layout may round it by a pixel), and the next window has it too
+        assert abs(window.width() - 720) <= 4 and abs(window.height() - 580) <= 4
+        assert (again.width(), again.height()) == (window.width(), window.height())
         assert (again.geometry().x(), again.geometry().y()) == (window.geometry().x(), window.geometry().y())
     finally:
         again.deleteLater()

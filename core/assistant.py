@@ -236,10 +236,14 @@ class Assistant:
                 return verdict, "said by someone other than the person asked about"
             # Whether it speaks of the question is judged on what backs it, not on the claim: a
             # claim that restates the question ("Grandpa's gift to Caroline was…") would cover it.
-            about = " ".join(f"{answer.context[i].speaker} {_quote(answer.context[i], claim)}"
-                             for i in verdict.sources)
-            if support.coverage(answer.question, about) < RELEVANCE_MIN:
+            quotes = [f"{answer.context[i].speaker} {_quote(answer.context[i], claim)}" for i in verdict.sources]
+            if support.coverage(answer.question, " ".join(quotes)) < RELEVANCE_MIN:
                 return verdict, "true to memory but not about the question"
+            # A claim stitched from several excerpts ("20 March at 15:30, bring the salad": the
+            # dentist's time and the dinner's salad) is each part true and the whole false; every
+            # excerpt it leans on must itself speak of what was asked.
+            if len(quotes) > 1 and any(support.coverage(answer.question, q) == 0 for q in quotes):
+                return verdict, "joins excerpts that are not all about the question"
             return verdict, ""
 
         def settle(claim: str) -> None:

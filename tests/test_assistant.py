@@ -6,6 +6,8 @@ import threading
 import pytest
 
 from mneme.core.assistant import NOTHING, UNKNOWN, Assistant, fence
+from mneme.core.retrieval import SearchResult
+from mneme.core.timefilter import ParsedQuery
 from tests.conftest import msg
 
 T0 = 1_772_877_600  # Saturday 7 March 2026, 10:00 UTC
@@ -85,6 +87,31 @@ def test_a_backed_leading_part_is_kept_and_the_run_on_is_dropped(open_mem):
     answer = Assistant(mem, ScriptedLLM("Three spare boilers, on Friday morning [3].")).ask(
         "when can the plumber come?")
     assert "boilers" not in answer.text and answer.status == "quoted"
+
+
+class EveryMoment:
+    """A search that returns every moment in memory, so the check, not retrieval, is the subject."""
+
+    def __init__(self, mem):
+        self.store = mem.store
+
+    def search(self, question, limit, **filters):
+        return SearchResult(self.store.hits(self.store.recent(limit)), ParsedQuery(question))
+
+    def remember_answer(self, answer):
+        pass
+
+
+def test_a_claim_stitched_from_an_excerpt_about_something_else_keeps_only_the_part_asked_about(open_mem):
+    mem = open_mem()
+    fill(mem)
+    mem.import_messages([msg(5, "Your appointment with Dr. Patel is on 20 March at 15:30.",
+                             conv="Dentist", speaker="Clinic", t=T0 + 9600)])
+    answer = Assistant(EveryMoment(mem), ScriptedLLM("It is on 20 March at 15:30, bring the salad.")).ask(
+        "When is my appointment with Dr. Patel?")
+    assert answer.status == "answered" and "20 March at 15:30" in answer.text
+    assert "salad" not in answer.text and "not all about the question" in answer.dropped[0], answer.dropped
+    assert [c.source_ids for c in answer.citations] == [[5]]
 
 
 def test_an_invented_excerpt_line_never_reaches_the_answer(open_mem):

@@ -129,33 +129,31 @@ def keyring_available() -> bool:
     return _keyring()[0] is not None
 
 
-def _keyring_get(meta: KeyMeta) -> bytes | None:
+def _keyring_call(cannot: str, refused: str, error: type[UserError], refused_hint: str, call):
+    """*call*(keyring), with the keyring's failures said as *error*: none is usable ("cannot
+    *cannot*"), or it refuses, locked or denied ("refused to *refused*")."""
     keyring, errors = _keyring()
     try:
         if keyring is None:
             raise errors.NoKeyringError()
-        value = keyring.get_password(KEYRING_SERVICE, f"master-key:{meta.keyring_id}")
+        return call(keyring)
     except errors.NoKeyringError:
-        raise LockedError("cannot read the master key: " + NO_KEYRING_HINT.split(". ")[0],
-                          NO_KEYRING_HINT.split(". ", 1)[1]) from None
+        raise error(f"cannot {cannot}: " + NO_KEYRING_HINT.split(". ")[0],
+                    NO_KEYRING_HINT.split(". ", 1)[1]) from None
     except errors.KeyringError as exc:
-        raise LockedError(f"the OS keyring refused to give the master key ({exc})",
-                          "unlock your keyring (log in to the desktop session) and try again") from None
+        raise error(f"the OS keyring refused to {refused} ({exc})", refused_hint) from None
+
+
+def _keyring_get(meta: KeyMeta) -> bytes | None:
+    value = _keyring_call("read the master key", "give the master key", LockedError,
+                          "unlock your keyring (log in to the desktop session) and try again",
+                          lambda k: k.get_password(KEYRING_SERVICE, f"master-key:{meta.keyring_id}"))
     return bytes.fromhex(value) if value else None
 
 
 def _keyring_set(meta: KeyMeta, key: bytes) -> None:
-    keyring, errors = _keyring()
-    try:
-        if keyring is None:
-            raise errors.NoKeyringError()
-        keyring.set_password(KEYRING_SERVICE, f"master-key:{meta.keyring_id}", key.hex())
-    except errors.NoKeyringError:
-        raise UserError("cannot store a master key: " + NO_KEYRING_HINT.split(". ")[0],
-                        NO_KEYRING_HINT.split(". ", 1)[1]) from None
-    except errors.KeyringError as exc:
-        raise UserError(f"the OS keyring refused to store the master key ({exc})",
-                        "unlock your keyring, or use `mneme init --passphrase`") from None
+    _keyring_call("store a master key", "store the master key", UserError,
+                  "unlock your keyring, or use `mneme init --passphrase`", lambda k: k.set_password(KEYRING_SERVICE, f"master-key:{meta.keyring_id}", key.hex()))
 
 
 def keyring_delete(meta: KeyMeta) -> None:

@@ -44,6 +44,10 @@ QUOTE_MIN_SHARE = 0.5
 RELEVANCE_MIN = 0.5
 WHEN = re.compile(r"^\s*(?:when|what (?:date|day|time|year|month)|how long ago|which (?:day|year|month))\b",
                   re.IGNORECASE)
+# "I", "my", "we" in an answer speak as the user. Said of someone else's words ("I used to ride
+# horses with my dad", from what Caroline said), the claim would put their life in the user's mouth.
+FIRST_PERSON = re.compile(r"\bI(?:['’](?:m|ve|d|ll))?\b|\b(?:[Mm]y|[Mm]e|[Mm]ine|[Mm]yself|[Ww]e|[Oo]urs?|[Uu]s)\b")
+OWN_SPEAKERS = frozenset({"", "me", "i", "myself", "self", "user", "you"})
 
 PAST = re.compile(r"^\s*when (?:did|was|were|had)\b", re.IGNORECASE)
 DATED = re.compile(r"\b(?:\d{1,2}(?:st|nd|rd|th)?\s+(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*|"
@@ -174,6 +178,11 @@ def cited_numbers(text: str, available: int) -> list[int]:
     return [n for n in support.cited(text) if 1 <= n <= available]
 
 
+def _first_person(claim: str) -> bool:
+    """The claim speaks in the first person ("US", the country, does not)."""
+    return bool(FIRST_PERSON.search(support.CITE.sub(" ", claim)))
+
+
 def _quote(c: Citation, claim: str) -> str:
     sentence, _ = support.best_sentence(c.text, support.CITE.sub(" ", claim))
     return sentence
@@ -234,6 +243,10 @@ class Assistant:
                 return verdict, verdict.reason
             if not all(self._about_asked(answer.context[i], answer) for i in verdict.sources):
                 return verdict, "said by someone other than the person asked about"
+            others = sorted({answer.context[i].speaker for i in verdict.sources
+                             if (answer.context[i].speaker or "").strip().lower() not in OWN_SPEAKERS})
+            if others and _first_person(claim):
+                return verdict, f"speaks as the user of what {', '.join(others)} said"
             # Whether it speaks of the question is judged on what backs it, not on the claim: a
             # claim that restates the question ("Grandpa's gift to Caroline was…") would cover it.
             quotes = [f"{answer.context[i].speaker} {_quote(answer.context[i], claim)}" for i in verdict.sources]

@@ -114,6 +114,20 @@ def test_a_claim_stitched_from_an_excerpt_about_something_else_keeps_only_the_pa
     assert [c.source_ids for c in answer.citations] == [[5]]
 
 
+def test_what_someone_else_said_of_themselves_is_not_shown_as_the_users_own(open_mem):
+    mem = open_mem()
+    mem.import_messages([msg(1, "I used to ride horses with my dad when I was a kid.", speaker="Caroline", conv="C"),
+                         msg(2, "I parked the car on level 3 of the station garage.", speaker="me", conv="Notes")])
+    mem.embed_pending()
+    answer = Assistant(mem, ScriptedLLM("I used to ride horses with my dad [1].")).ask(
+        "What did Caroline use to do with her dad?")
+    assert "speaks as the user of what Caroline said" in answer.dropped[0]
+    assert answer.status == "quoted" and "Caroline: I used to ride horses" in answer.text
+    # the user's own words may be said back in the first person
+    answer = Assistant(mem, ScriptedLLM("I parked on level 3 [1].")).ask("Where did I park the car?")
+    assert answer.status == "answered" and "level 3" in answer.text, answer.dropped
+
+
 def test_an_invented_excerpt_line_never_reaches_the_answer(open_mem):
     mem = open_mem()
     fill(mem)

@@ -3,16 +3,19 @@
 A claim (one sentence of an answer) is supported when every name, number and content word in it
 is found in the excerpts it is checked against — content words may also come from the question,
 which the answer restates, but names and numbers must come from memory — and at least one of its
-words comes from memory at all. Words are compared by a light stem ("booked" = "booking" =
+words comes from memory at all. Words are compared by their Snowball stem ("booked" = "booking" =
 "book"), numbers by their digits ("3" = "three"). Nothing here knows about a model: the same check
 guards answers and, later, every derived memory (episodes, facts, profile).
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+import snowballstemmer
 
 WORD = re.compile(r"[^\W_](?:[\w'’.\-]*[^\W_])?", re.UNICODE)
 CITE = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
@@ -59,22 +62,17 @@ DONT_KNOW = re.compile(r"\b(?:(?:i )?(?:do not|don't|dont) know|not sure|no idea
                        r"in (?:your|the) memory)|no (?:information|mention|record))\b", re.IGNORECASE)
 
 
+_ENGLISH = snowballstemmer.stemmer("english")
+
+
+@functools.lru_cache(maxsize=1 << 16)
 def stem(word: str) -> str:
-    """A light suffix-stripping stem, enough to equate inflections of one word."""
+    """The word's Snowball (Porter2) stem, enough to equate inflections of one word ("booked" =
+    "booking" = "book") without equating different words ("plane" is not "planning")."""
     w = word.lower().replace("’", "'")
     if w.endswith("'s"):
         w = w[:-2]
-    w = w.strip("'.-")
-    for suffix, keep in (("ies", "y"), ("ied", "y"), ("ing", ""), ("ed", ""), ("es", ""), ("s", ""),
-                         ("ly", ""), ("er", "")):
-        if w.endswith(suffix) and len(w) - len(suffix) >= 3:
-            w = w[: len(w) - len(suffix)] + keep
-            break
-    if len(w) > 3 and w[-1] == w[-2] and w[-1] not in "aeiouls":  # "planned" -> "plann" -> "plan"
-        w = w[:-1]
-    if w.endswith("e") and len(w) > 3:
-        w = w[:-1]
-    return w
+    return _ENGLISH.stemWord(w.strip("'.-"))
 
 
 def digits(word: str) -> list[str]:

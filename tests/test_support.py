@@ -54,3 +54,11 @@ def test_a_title_or_an_initial_does_not_end_the_sentence():
     sentence, _ = best_sentence(text, "When is my appointment with the doctor?")
     assert sentence.endswith("15:30.")
     assert claims("J. Smith signed it. Then he left.") == ["J. Smith signed it.", "Then he left."]
+
+
+def test_inflections_of_a_word_are_one_word_and_different_words_are_not():
+    assert check("I booked it", [Evidence("booking confirmed")]).supported
+    assert check("They were planning a trip", [Evidence("We planned the trip")]).supported
+    # "plane" is not "planning": a photo caption of a plane does not speak of planning a trip
+    assert coverage("When is Melanie planning a trip?", "Melanie: a photo of a plane in the sky") < 0.5
+    assert not check("She cares for the car", [Evidence("the car is red")]).supported

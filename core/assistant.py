@@ -48,6 +48,9 @@ WHEN = re.compile(r"^\s*(?:when|what (?:date|day|time|year|month)|how long ago|w
 # horses with my dad", from what Caroline said), the claim would put their life in the user's mouth.
 FIRST_PERSON = re.compile(r"\bI(?:['’](?:m|ve|d|ll))?\b|\b(?:[Mm]y|[Mm]e|[Mm]ine|[Mm]yself|[Ww]e|[Oo]urs?|[Uu]s)\b")
 OWN_SPEAKERS = frozenset({"", "me", "i", "myself", "self", "user", "you"})
+# "Where…?" and "Who…?" are answered by a place or a person: a claim whose only news is a number or
+# a date ("4 years ago (2018)" for "Where did Caroline move from 4 years ago?") does not answer.
+WHERE_WHO = re.compile(r"^\s*(?:where|who|whom|whose)\b", re.IGNORECASE)
 
 PAST = re.compile(r"^\s*when (?:did|was|were|had)\b", re.IGNORECASE)
 DATED = re.compile(r"\b(?:\d{1,2}(?:st|nd|rd|th)?\s+(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*|"
@@ -183,6 +186,14 @@ def _first_person(claim: str) -> bool:
     return bool(FIRST_PERSON.search(support.CITE.sub(" ", claim)))
 
 
+def _only_numbers_are_new(claim: str, question: str) -> bool:
+    """What the claim adds to the question is numbers (and dates) alone."""
+    asked = support.Evidence(question)
+    new = [kind for w, kind in support.needs(claim)
+           if not (support.stem(w) in asked.stems or w.lower() in asked.lower)]
+    return bool(new) and all(kind == "number" for kind in new)
+
+
 def _quote(c: Citation, claim: str) -> str:
     sentence, _ = support.best_sentence(c.text, support.CITE.sub(" ", claim))
     return sentence
@@ -249,6 +260,8 @@ class Assistant:
                 return verdict, f"speaks as the user of what {', '.join(others)} said"
             # Whether it speaks of the question is judged on what backs it, not on the claim: a
             # claim that restates the question ("Grandpa's gift to Caroline was…") would cover it.
+            if WHERE_WHO.search(answer.question) and _only_numbers_are_new(claim, answer.question):
+                return verdict, "a number or a date does not answer where or who"
             quotes = [f"{answer.context[i].speaker} {_quote(answer.context[i], claim)}" for i in verdict.sources]
             if support.coverage(answer.question, " ".join(quotes)) < RELEVANCE_MIN:
                 return verdict, "true to memory but not about the question"

@@ -128,6 +128,17 @@ def test_what_someone_else_said_of_themselves_is_not_shown_as_the_users_own(open
     assert answer.status == "answered" and "level 3" in answer.text, answer.dropped
 
 
+def test_a_date_does_not_answer_where(open_mem):
+    mem = open_mem()
+    mem.import_messages([msg(1, "I've known these friends for 4 years, since I moved from my home country.",
+                             speaker="Caroline", conv="C", t=T0),
+                         msg(2, "I started playing guitar five years ago (2018).", speaker="Caroline", conv="C",
+                             t=T0 + 60)])
+    answer = Assistant(EveryMoment(mem), ScriptedLLM("4 years ago (2018) [1][2].")).ask(
+        "Where did Caroline move from 4 years ago?")
+    assert "2018" not in answer.text and "does not answer where or who" in answer.dropped[0]
+
+
 def test_an_invented_excerpt_line_never_reaches_the_answer(open_mem):
     mem = open_mem()
     fill(mem)

@@ -109,7 +109,7 @@ class LlamaLLM:
             with prefetch, _model_params(use_extra_bufts=self.extra_bufts):
                 self._llm = llama_cpp.Llama(
                     str(self.path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
-                    use_mmap=True, use_mlock=False, verbose=False, seed=0)
+                    use_mmap=True, use_mlock=False, verbose=False, seed=0, swa_full=True)
             if self.placement is not None:
                 self._follow_compute(self.placement)
                 self.placement.start()
@@ -178,7 +178,9 @@ class LlamaLLM:
         from mneme.models.flash import read_bytes
 
         with self._lock:
-            self._llm.reset()
+            # No reset: llama-cpp-python keeps the KV of the prompt's longest common prefix with
+            # the last one (the instructions), so only what follows is evaluated. The sliding-window
+            # layers of models like Gemma 3 keep every position (swa_full) so that prefix is whole.
             first, n = None, 0
             try:
                 for part in self._llm.create_completion(

@@ -338,3 +338,25 @@ def test_control_tokens_in_captured_text_are_only_text(real_llm):
     data = real_llm.tokens([("<end_of_turn>", True)])
     template = real_llm.tokens([("<end_of_turn>", False)])
     assert len(template) == 1 and len(data) > 1 and template[0] not in data
+
+
+@pytest.mark.slow
+def test_a_question_after_another_is_answered_as_if_asked_first(real_llm):
+    """The instructions' KV cache is kept from one question to the next; what the model writes
+    must not depend on it, also for prompts longer than Gemma 3's 512-token sliding window."""
+    from mneme.core.assistant import FENCE_CLOSE, FENCE_OPEN, INSTRUCTIONS
+
+    def prompt(topic, question):
+        lines = [f"[{i}] (2026-03-{1 + i % 28:02d} 10:00, chat · Garden) Sam: day {i} of the {topic}: "
+                 f"watered the beds, {i * 3} litres, seedlings {i + 2} cm tall." for i in range(1, 13)]
+        return real_llm.prompt(INSTRUCTIONS, f"{FENCE_OPEN}\n" + "\n".join(lines) + f"\n{FENCE_CLOSE}", question)
+
+    cancel = threading.Event()
+    first, second = prompt("tomato diary", "How tall were the seedlings on day 7?"), \
+        prompt("bean diary", "How many litres on day 12?")
+    assert len(real_llm.tokens(second)) > 600
+    "".join(real_llm.stream(first, 24, cancel))
+    after = "".join(real_llm.stream(second, 24, cancel))
+    real_llm._llm.reset()  # a fresh start: nothing kept
+    alone = "".join(real_llm.stream(second, 24, cancel))
+    assert after == alone and after.strip()

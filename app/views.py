@@ -15,7 +15,7 @@ from mneme.app.qt import (QCheckBox, QComboBox, QDateEdit, QDoubleSpinBox, QForm
                           QImage, QLabel, QLineEdit, QListWidget, QListWidgetItem, QPixmap,
                           QPlainTextEdit, QProgressBar, QPushButton, QSize, QSlider, QSpinBox,
                           QSplitter, Qt, QTextBrowser, QTimer, QVBoxLayout, QWidget, QDate,
-                          QApplication, QIcon)
+                          QApplication, QIcon, QLocale)
 
 STREAM_BATCH_MS = 50
 
@@ -47,7 +47,7 @@ class SourceView(QTextBrowser):
             after = [s for s in around if (s.time, s.id) > (src.time, src.id)]
             for s in before + [src] + after:
                 text = html.escape(memory.store.source_text(s.id))
-                style = "background:#fff3b0" if s.id == source_id else ""
+                style = "background:#fff3b0; color:#111" if s.id == source_id else ""  # dark theme too
                 lines.append(f'<p style="{style}"><b>{html.escape(s.speaker)}</b> '
                              f'<small>{when(s.time)}</small><br>{text}</p>')
             body = "".join(lines)
@@ -176,20 +176,31 @@ class AskView(QWidget):
         layout.addLayout(row)
         layout.addWidget(split, 1)
         layout.addWidget(self.status)
+        self.history_loaded = 0  # times the list was filled in (tests wait on it)
+        self.history_reader = Latest(controller.tasks, lambda: controller.memory.history(50),
+                                     on_done=self._history_read,
+                                     on_failed=lambda exc, tb: None if controller.memory.closed else
+                                     controller.error(exc, tb))
         self.load_history()
 
     def load_history(self) -> None:
+        """The past questions, read off the GUI thread."""
+        if not self.c.memory.closed:
+            self.history_reader.submit()
+
+    def _history_read(self, _args: tuple, past: list[dict]) -> None:
         self.history.clear()
-        self._past = self.c.memory.history(50)
+        self._past = past
         for item in self._past:
             self.history.addItem(item["question"])
+        self.history_loaded += 1
 
     def show_past(self, item) -> None:
         """A past question shows the answer it got (and what backed it); Ask runs it again."""
         past = self._past[self.history.row(item)]
         self.question.setText(past["question"])
         quotes = "".join(f'<li><a href="mneme://source/{c["source_ids"][0]}">[{c["n"]}]</a> '
-                         f'<span style="background:#fff3b0">{html.escape(c.get("quote", ""))}</span></li>'
+                         f'<span style="background:#fff3b0; color:#111">{html.escape(c.get("quote", ""))}</span></li>'
                          for c in past["citations"] if c["source_ids"])
         self.answer.setHtml(f"<p>{_linked(past['answer'], past['citations'])}</p>"
                             + (f"<h4>Sources</h4><ol>{quotes}</ol>" if quotes else ""))
@@ -315,11 +326,17 @@ class SearchView(QWidget):
 
     @staticmethod
     def _span_text(since: float, until: float | None) -> str:
+        """A span of days as the user's locale writes dates ("Tue 01/12/2026", "1.12.26 – 7.12.26")."""
+        loc = QLocale()
         a = datetime.fromtimestamp(since)
         b = datetime.fromtimestamp(until) - timedelta(seconds=1) if until else None
+
+        def day(d: datetime) -> str:
+            return loc.toString(QDate(d.year, d.month, d.day), QLocale.ShortFormat)
+
         if b is None or a.date() == b.date():
-            return a.strftime("%a %x")
-        return f"{a:%x} – {b:%x}"
+            return f"{loc.dayName(a.isoweekday(), QLocale.ShortFormat)} {day(a)}"
+        return f"{day(a)} – {day(b)}"
 
     def _drop_words(self, pattern: str) -> None:
         self.query.setText(re.sub(r"\s+", " ", re.sub(pattern, " ", self.query.text(), flags=re.IGNORECASE)).strip())

@@ -39,6 +39,18 @@ def webp(text_color=0):
     return buf.getvalue()
 
 
+def settled(qtbot, view, timeout=10_000):
+    """Wait until the timeline has read what it was asked for (reads run off the GUI thread)."""
+    qtbot.waitUntil(view.is_idle, timeout=timeout)
+    return view
+
+
+def wait_saved(qtbot, settings, timeout=10_000):
+    """Wait until Settings has checked (off the GUI thread) and saved or refused what was entered."""
+    qtbot.waitUntil(lambda: not settings.saving, timeout=timeout)
+    return settings
+
+
 @pytest.fixture
 def controller(qtbot, open_mem, real_embedder):
     from mneme.app.main import Controller
@@ -89,7 +101,8 @@ def test_ask_shows_a_checked_answer_and_a_citation_opens_the_moment(controller, 
     assert "flowerpot" in view.answer.toPlainText() and "#fff3b0" in html  # the backing quote, highlighted
     view.open_citation(__import__("PySide6.QtCore", fromlist=["QUrl"]).QUrl("mneme://source/1"))
     assert view.source.shown_source == 1 and "flowerpot" in view.source.toPlainText()
-    assert view.history.count() == 1 and "spare key" in view.history.item(0).text()
+    qtbot.waitUntil(lambda: view.history.count() == 1, timeout=10_000)  # read off the GUI thread
+    assert "spare key" in view.history.item(0).text()
     view.answer.setHtml("")
     view.show_past(view.history.item(0))  # a past question shows its saved answer, not a new run
     assert "flowerpot" in view.answer.toPlainText() and view.task is None
@@ -216,7 +229,8 @@ def test_a_text_only_moment_shows_the_screen_as_last_pictured(controller, qtbot)
     assert "The screen at" in view.source.toPlainText()
     timeline = controller.window().timeline
     timeline.load()
-    timeline.slider.setValue(timeline.slider.maximum())
+    settled(qtbot, timeline).slider.setValue(timeline.slider.maximum())
+    settled(qtbot, timeline)
     assert "pear grafting" in timeline.text.toPlainText() and not timeline.image.pixmap().isNull()
     assert "The screen at" in timeline.image.toolTip()
 
@@ -225,8 +239,10 @@ def test_timeline_navigation_copy_and_forget(controller, qtbot):
     view = controller.window().timeline
     view.day.setDate(QDate.currentDate())
     view.load()
+    settled(qtbot, view)
     assert view.slider.maximum() == 2 and "(3 of 3)" in view.caption.text()
     view.slider.setValue(0)
+    settled(qtbot, view)
     assert "(1 of 3)" in view.caption.text() and "frame 0" in view.text.toPlainText()
     assert view.image.pixmap() is not None and not view.image.pixmap().isNull()
     from mneme.app.qt import QApplication
@@ -235,9 +251,11 @@ def test_timeline_navigation_copy_and_forget(controller, qtbot):
     qtbot.mouseClick(view.copy_button, Qt.LeftButton)
     assert "frame 0" in QApplication.clipboard().text()
     qtbot.mouseClick(view.delete_button, Qt.LeftButton)
+    settled(qtbot, view)  # forgotten off the GUI thread, then the day read again
     assert view.slider.maximum() == 1 and controller.memory.store.frame_usage()[0] == 2
     assert not [h for h in controller.memory.search("frame 0 orchard").hits if "frame 0" in h.text]
     qtbot.mouseClick(view.forget_day_button, Qt.LeftButton)  # confirm is automatic when not interactive
+    settled(qtbot, view)
     assert controller.memory.store.frame_usage()[0] == 0 and "No frames" in view.image.text()
 
 
@@ -249,6 +267,7 @@ def test_settings_round_trip_and_bad_values_named_beside_their_fields(controller
     view.apps.setText("keepassxc, secretapp")
     view.titles.setPlainText("(?i)bank, private\nBudget a{1,3}")  # one pattern a line: commas are theirs
     qtbot.mouseClick(view.save_button, Qt.LeftButton)
+    wait_saved(qtbot, view)
     saved = Config.load(controller.memory.layout.config)
     assert saved["capture_interval"] == 7.5 and saved["excluded_apps"] == ["keepassxc", "secretapp"]
     assert saved["excluded_titles"] == ["(?i)bank, private", "Budget a{1,3}"]
@@ -258,6 +277,7 @@ def test_settings_round_trip_and_bad_values_named_beside_their_fields(controller
     view.hotkey.setText("<ctrl>+<alt>+spacebar")
     view.model.setText("/nonexistent/model.gguf")
     qtbot.mouseClick(view.save_button, Qt.LeftButton)
+    wait_saved(qtbot, view)
     assert view.saved.text().startswith("Not saved")
     for name, words in (("excluded_titles", "line 2, '(unclosed': not a valid regular expression"),
                         ("hotkey", "spacebar"), ("model_path", "does not exist")):
@@ -270,6 +290,7 @@ def test_settings_round_trip_and_bad_values_named_beside_their_fields(controller
     view.hotkey.setText("<ctrl>+<shift>+k")
     view.model.setText("")
     qtbot.mouseClick(view.save_button, Qt.LeftButton)
+    wait_saved(qtbot, view)
     assert view.saved.text() == "Saved." and not any(e.isVisibleTo(view) for e in view.errors.values())
     saved = Config.load(controller.memory.layout.config)
     assert saved["capture_interval"] == 12 and saved["hotkey"] == "<ctrl>+<shift>+k"
@@ -549,10 +570,14 @@ def test_storage_meter_and_timeline_follow_a_vault_import(controller, qtbot, tmp
     controller.memory.forget(0, 2e10)
     window.settings.refresh_meter()
     window.timeline.load()
+    qtbot.waitUntil(lambda: window.settings.meter.format().startswith("0 frames"), timeout=10_000)
+    settled(qtbot, window.timeline)
     assert window.settings.meter.format().startswith("0 frames") and "No frames" in window.timeline.image.text()
     task = window.import_vault(str(path), "vault pass")
     qtbot.waitUntil(lambda: task not in controller.tasks.running, timeout=60_000)
-    assert window.settings.meter.format().startswith("3 frames")  # without switching tabs
+    qtbot.waitUntil(lambda: window.settings.meter.format().startswith("3 frames"),  # without switching tabs
+                    timeout=10_000)
+    settled(qtbot, window.timeline)
     assert window.timeline.slider.maximum() == 2
 
 
@@ -611,14 +636,18 @@ def test_timeline_activity_bar_and_thumbnail_strip(controller, qtbot):
     window.show_tab("Timeline")
     view = window.timeline
     view.day.setDate(QDate(2020, 1, 1))
+    settled(qtbot, view)
     assert view.activity.counts[9 * 4] == 2 and view.activity.counts[15 * 4] == 2 and sum(view.activity.counts) == 4
     assert view.strip.count() == 3  # the text-only frame has no thumbnail of its own
     assert all(not view.strip.item(i).icon().isNull() for i in range(3))
     view.strip.setCurrentRow(0)
+    settled(qtbot, view)
     assert "(1 of 4)" in view.caption.text() and "frame 0" in view.text.toPlainText()
     qtbot.mouseClick(view.activity, Qt.LeftButton, pos=QPoint(view.activity.x_of(afternoon), 10))
+    settled(qtbot, view)
     assert "frame 2" in view.text.toPlainText() and view.strip.currentRow() == 2  # the strip follows
     qtbot.mouseClick(view.activity, Qt.LeftButton, pos=QPoint(view.activity.x_of(morning), 10))
+    settled(qtbot, view)
     assert "frame 0" in view.text.toPlainText()
 
 
@@ -627,7 +656,9 @@ def test_forget_this_frame_asks_first_and_no_keeps_it(controller, qtbot, monkeyp
     monkeypatch.setattr(controller, "confirm", lambda text: asked.append(text) or False)  # the user says No
     view = controller.window().timeline
     view.load()
+    settled(qtbot, view)
     qtbot.mouseClick(view.delete_button, Qt.LeftButton)
+    settled(qtbot, view)
     assert asked and "Forget the frame of" in asked[0] and controller.memory.store.frame_usage()[0] == 3
 
 

@@ -20,7 +20,7 @@ MONO = "/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf"
 CHATS = {  # conversation, app: (day offset, hour, speaker, text)
     ("Family", "WhatsApp"): [
         (2, 8.5, "Mum", "Grandma's birthday dinner is at the Italian place on Friday at 7"),
-        (2, 8.6, "me", "Great, I'll book a table for six"),
+        (2, 8.6, "me", "Great, I'll book a table for six 🎉🍝"),
         (2, 19.2, "Ben", "Can someone pick up the cake from Hartley's bakery on Friday afternoon?"),
         (1, 12.1, "Mum", "The plumber is coming Tuesday about the boiler, the quote was 240 pounds"),
         (1, 12.3, "me", "Fine, I'll be home from 9 to let him in"),

@@ -17,6 +17,7 @@ os.environ.setdefault("MNEME_PASSPHRASE", "probe")
 from mneme import models  # noqa: E402
 from mneme.app.main import Controller  # noqa: E402
 from mneme.app.qt import QApplication, QObject, QTimer, Signal  # noqa: E402
+from mneme.app.theme import apply_theme  # noqa: E402
 from mneme.core.memory import open_memory  # noqa: E402
 from tests.helpers import demo_memory  # noqa: E402
 
@@ -81,9 +82,25 @@ def shots_now():
     for name in ("Ask", "Search", "Timeline", "Settings"):
         window.show_tab(name)
         if name == "Timeline":
+            settle(10, timeline.is_idle)
             timeline.slider.setValue(max(0, timeline.slider.maximum() - 1))
+            settle(10, timeline.is_idle)  # the frame's picture and all its text, read off the GUI thread
         settle(0.5)
         window.grab().save(str(shots / f"{name.lower()}.png"))
+    # The dark theme (as a desktop in dark mode asks): Search with a chat's emoji, and Timeline.
+    apply_theme("dark")
+    window.search.query.setText("Grandma birthday dinner table")
+    settle(10, lambda: bool(window.search.results.rows()))
+    settle(0.3)
+    for name in ("Search", "Timeline"):
+        window.show_tab(name)
+        if name == "Timeline":
+            timeline.changed_text.click()  # what changed at this moment, beside All text
+            settle(10, timeline.is_idle)
+        settle(0.5)
+        window.grab().save(str(shots / f"{name.lower()}-dark.png"))
+    timeline.all_text.click()
+    apply_theme(controller.memory.config["theme"])
     controller.recall()
     controller.overlay.input.setText("lemon tart")
     settle(10, lambda: bool(controller.overlay.results.rows()))

@@ -138,7 +138,8 @@ class TimelineView(QWidget):
         group = QButtonGroup(self)
         group.setExclusive(True)
         for b in (self.all_text, self.changed_text):
-            group.addButton(b)
+            group.addButton(b)  # the one in force stands out, in the light and the dark theme alike
+            b.setStyleSheet("QPushButton:checked { background: palette(highlight); color: palette(highlighted-text); }")
             b.toggled.connect(self._show_text)
         self.text_note = QLabel("")
         self.text_note.setWordWrap(True)

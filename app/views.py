@@ -4,6 +4,7 @@ task manager and only touches widgets on the GUI thread."""
 from __future__ import annotations
 
 import html
+import logging
 import re
 import threading
 import time
@@ -18,21 +19,66 @@ from mneme.app.qt import (QCheckBox, QComboBox, QDateEdit, QDoubleSpinBox, QForm
                           QApplication, QIcon, QLocale)
 
 STREAM_BATCH_MS = 50
+log = logging.getLogger(__name__)
 
 
 class SourceView(QTextBrowser):
-    """Shows one remembered moment: a frame (image and text) or a chat message in its context."""
+    """Shows one remembered moment: a frame (image and text) or a chat message in its context.
+    The moment is read off the GUI thread (on *tasks*, the app's task runner); a moment asked for
+    while another is read replaces it, and only the newest is shown."""
+
+    def __init__(self, tasks=None):
+        super().__init__()
+        self.shown_source: int | None = None  # the moment on show
+        self.asked: int | None = None         # the moment being read
+        self._tasks = tasks
+        self._reader: Latest | None = None
+
+    def is_idle(self) -> bool:
+        return self.asked is None
 
     def show_source(self, memory, source_id: int) -> None:
-        src = memory.store.source(source_id)
+        if self._reader is None:
+            from mneme.app.tasks import TaskManager
+
+            self._reader = Latest(self._tasks or TaskManager(self), self._read, on_done=self._read_done,
+                                  on_failed=self._failed)
+        self.asked = source_id
+        self._reader.submit(memory, source_id)
+
+    def clear_source(self) -> None:
+        """Nothing on show (and a read still running is not shown when it ends)."""
+        self.asked = self.shown_source = None
+        self.setHtml("")
+
+    @staticmethod
+    def _read(memory, source_id: int):  # on a worker thread
+        store = memory.store
+        src = store.source(source_id)
         if src is None:
+            return None
+        if src.kind == "frame":
+            return src, store.source_text(source_id), store.picture_for(source_id), []
+        around = store.neighbours(source_id, 2, 2)  # in time order, without src itself
+        return src, "", None, [(s, store.source_text(s.id)) for s in [*around, src]]
+
+    def _failed(self, exc, tb) -> None:
+        self.asked = None
+        log.warning("a moment could not be shown: %s", exc)  # a lock or quit cut the read off, mostly
+
+    def _read_done(self, args: tuple, data) -> None:
+        _memory, source_id = args
+        if source_id != self.asked:
+            return  # another moment was asked for meanwhile
+        self.asked = None
+        if data is None:
             self.setHtml("<i>This moment was forgotten.</i>")
             return
+        src, frame_text, picture, thread = data
         head = f"<h3>{html.escape(src.title or src.conversation or src.app)}</h3><p>{when(src.time)} · " \
                f"{html.escape(src.app)}</p>"
         if src.kind == "frame":
-            text = f"<pre>{html.escape(memory.store.source_text(source_id))}</pre>"
-            picture = memory.store.picture_for(source_id)
+            text = f"<pre>{html.escape(frame_text)}</pre>"
             if picture is None:
                 body = text
             else:
@@ -42,14 +88,10 @@ class SourceView(QTextBrowser):
                 body = f'<img src="frame-{picture[0]}" width="560">{note}{text}'
         else:
             lines = []
-            around = memory.store.neighbours(source_id, 2, 2)  # in time order, without src itself
-            before = [s for s in around if (s.time, s.id) < (src.time, src.id)]
-            after = [s for s in around if (s.time, s.id) > (src.time, src.id)]
-            for s in before + [src] + after:
-                text = html.escape(memory.store.source_text(s.id))
+            for s, said in sorted(thread, key=lambda st: (st[0].time, st[0].id)):
                 style = "background:#fff3b0; color:#111" if s.id == source_id else ""  # dark theme too
                 lines.append(f'<p style="{style}"><b>{html.escape(s.speaker)}</b> '
-                             f'<small>{when(s.time)}</small><br>{text}</p>')
+                             f'<small>{when(s.time)}</small><br>{html.escape(said)}</p>')
             body = "".join(lines)
         self.setHtml(head + body)
         self.shown_source = source_id
@@ -157,7 +199,7 @@ class AskView(QWidget):
         self.history = QListWidget()
         self.history.itemActivated.connect(self.show_past)
         self._past: list[dict] = []
-        self.source = SourceView()
+        self.source = SourceView(controller.tasks)
         self.status = QLabel("")
         row = QHBoxLayout()
         row.addWidget(self.question, 1)
@@ -211,7 +253,7 @@ class AskView(QWidget):
         if not q or self.task is not None:
             return
         self.answer.setHtml("")
-        self.source.setHtml("")  # not the previous question's source
+        self.source.clear_source()  # not the previous question's source
         self.status.setText("Searching your memory…" if self.c.llm_loaded() else
                             "Loading the model (the first time), then searching your memory…")
         self.ask_button.setEnabled(False)
@@ -234,7 +276,7 @@ class AskView(QWidget):
         if answer.citations:
             self.source.show_source(self.c.memory, answer.citations[0].source_ids[0])
         else:
-            self.source.setHtml("")
+            self.source.clear_source()
         self.status.setText("Stopped." if answer.cancelled else f"Answered in {answer.seconds:.1f} s.")
         self.done()
         self.load_history()
@@ -273,7 +315,7 @@ class SearchView(QWidget):
         self.results.itemClicked.connect(self.open)
         self.results.currentItemChanged.connect(self._current_changed)
         self.query.installEventFilter(self)  # arrows from the search box move through the results
-        self.source = SourceView()
+        self.source = SourceView(controller.tasks)
         self.pinned: int | None = None  # a moment opened from the overlay, kept in the preview
         self._keep_pin = False
         self.latest = Latest(controller.tasks, self._query,
@@ -401,8 +443,7 @@ class SearchView(QWidget):
             self.results.setCurrentRow(0)
             self.source.show_source(self.c.memory, ids[0])
         else:
-            self.source.setHtml("")
-            self.source.shown_source = None
+            self.source.clear_source()
 
     def open(self, item) -> None:
         if item.data(Qt.UserRole) is not None:

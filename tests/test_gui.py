@@ -45,6 +45,13 @@ def settled(qtbot, view, timeout=10_000):
     return view
 
 
+def showing(qtbot, source, source_id=None, timeout=10_000):
+    """Wait until a SourceView has read and shows the moment (*source_id*, or whichever it was asked)."""
+    qtbot.waitUntil(lambda: source.is_idle() and (source_id is None or source.shown_source == source_id),
+                    timeout=timeout)
+    return source
+
+
 def wait_saved(qtbot, settings, timeout=10_000):
     """Wait until Settings has checked (off the GUI thread) and saved or refused what was entered."""
     qtbot.waitUntil(lambda: not settings.saving, timeout=timeout)
@@ -100,7 +107,8 @@ def test_ask_shows_a_checked_answer_and_a_citation_opens_the_moment(controller, 
     assert "Sources" in html and "mneme://source/1" in html
     assert "flowerpot" in view.answer.toPlainText() and "#fff3b0" in html  # the backing quote, highlighted
     view.open_citation(__import__("PySide6.QtCore", fromlist=["QUrl"]).QUrl("mneme://source/1"))
-    assert view.source.shown_source == 1 and "flowerpot" in view.source.toPlainText()
+    showing(qtbot, view.source, 1)  # read off the GUI thread
+    assert "flowerpot" in view.source.toPlainText()
     qtbot.waitUntil(lambda: view.history.count() == 1, timeout=10_000)  # read off the GUI thread
     assert "spare key" in view.history.item(0).text()
     view.answer.setHtml("")
@@ -128,7 +136,7 @@ def test_search_as_you_type_with_highlights_and_filters(controller, qtbot):
         timeout=10_000)
     assert not view.results.rows()[0].thumb.pixmap().isNull()  # frames come with thumbnails
     view.open(view.results.item(0))
-    assert "orchard" in view.source.toPlainText()
+    assert "orchard" in showing(qtbot, view.source, view.results.item(0).data(Qt.UserRole)).toPlainText()
 
 
 def test_search_filters_from_the_query_are_chips_in_sync_with_the_boxes(controller, qtbot):
@@ -160,16 +168,17 @@ def test_search_preview_follows_the_keyboard_and_each_new_query(controller, qtbo
     qtbot.keyClicks(view.query, "orchard plan")
     qtbot.waitUntil(lambda: len(view.results.rows()) >= 2, timeout=10_000)
     rows = view.results.rows()
-    assert view.source.shown_source == rows[0].source_id  # the first result, at once
+    showing(qtbot, view.source, rows[0].source_id)  # the first result, at once
     qtbot.keyClick(view.query, Qt.Key_Down)
-    assert view.source.shown_source == rows[1].source_id and view.query.hasFocus()
+    showing(qtbot, view.source, rows[1].source_id)
+    assert view.query.hasFocus()
     qtbot.keyClick(view.query, Qt.Key_Up)
-    assert view.source.shown_source == rows[0].source_id
+    showing(qtbot, view.source, rows[0].source_id)
     qtbot.keyClick(view.query, Qt.Key_Down)
     view.query.setText("spare key cabin")
     qtbot.waitUntil(lambda: bool(view.results.rows()) and view.results.rows()[0].source_id != rows[0].source_id,
                     timeout=10_000)
-    assert view.source.shown_source == view.results.rows()[0].source_id  # not the previous query's moment
+    showing(qtbot, view.source, view.results.rows()[0].source_id)  # not the previous query's moment
     assert "flowerpot" in view.source.toPlainText()
     view.query.setText("xylophone quartet")
     qtbot.waitUntil(lambda: not view.results.rows(), timeout=10_000)
@@ -224,7 +233,7 @@ def test_a_text_only_moment_shows_the_screen_as_last_pictured(controller, qtbot)
                                 "a new line typed about pear grafting", "[]"))
     view = controller.window().search
     view.source.show_source(mem, sid)
-    shown = view.source.toHtml()
+    shown = showing(qtbot, view.source, sid).toHtml()
     assert f"frame-{first[0]}" in shown and "pear grafting" in view.source.toPlainText()
     assert "The screen at" in view.source.toPlainText()
     timeline = controller.window().timeline
@@ -368,10 +377,11 @@ def test_overlay_arrows_and_enter_open_the_message_in_its_conversation(controlle
     assert not overlay.isVisible()
     window = controller.window()
     assert window.isVisible() and window.tabs.currentWidget() is window.search
-    assert window.search.source.shown_source == picked
+    showing(qtbot, window.search.source, picked)
     shown = window.search.source.toPlainText()
     assert "240 pounds" in shown and "Did you sort out the house jobs?" in shown and "I will ring them" in shown
     qtbot.waitUntil(lambda: bool(window.search.results.rows()), timeout=10_000)  # the query's results beside it
+    showing(qtbot, window.search.source)
     assert window.search.source.shown_source == picked and window.search.query.text() == "plumber boiler"
 
 
@@ -383,8 +393,8 @@ def test_overlay_double_click_opens_the_frame(controller, overlay, qtbot):
     qtbot.mouseClick(overlay.results.viewport(), Qt.LeftButton, pos=centre)
     qtbot.mouseDClick(overlay.results.viewport(), Qt.LeftButton, pos=centre)
     assert not overlay.isVisible()
-    source = controller.window().search.source
-    assert source.shown_source == item.data(Qt.UserRole) and "orchard" in source.toPlainText()
+    source = showing(qtbot, controller.window().search.source, item.data(Qt.UserRole))
+    assert "orchard" in source.toPlainText()
     assert "frame-" in source.toHtml()  # the screen itself, not only its text
 
 
@@ -524,7 +534,7 @@ def test_source_view_shows_a_message_between_its_neighbours_in_time_order(contro
     qtbot.addWidget(view)
     for shown in ("first of the thread", "second of the thread"):
         view.show_source(mem, ids[shown])
-        text = view.toPlainText()
+        text = showing(qtbot, view, ids[shown]).toPlainText()
         assert text.index("first") < text.index("second") < text.index("third")
 
 

@@ -5,7 +5,7 @@ import pytest
 
 from mneme.app.qt import QApplication, QPalette, Qt
 from tests.conftest import msg
-from tests.test_gui import controller, settled, wait_saved, webp  # noqa: F401 (fixture)
+from tests.test_gui import controller, settled, showing, wait_saved, webp  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.gui
 
@@ -186,7 +186,9 @@ def test_emoji_in_a_chat_message_are_drawn_in_colour(controller, qtbot):
     view.show()
     qtbot.waitExposed(view)
     view.show_source(mem, ids["Party at eight, plain words"])
+    showing(qtbot, view, ids["Party at eight, plain words"])
     plain = coloured_pixels(view.viewport().grab().toImage())
     view.show_source(mem, ids["Party at eight 🎉🍕🎂"])
+    showing(qtbot, view, ids["Party at eight 🎉🍕🎂"])
     emoji = coloured_pixels(view.viewport().grab().toImage())
     assert emoji >= 20 and plain == 0, (emoji, plain)  # three emoji in colour; plain words have none

@@ -86,6 +86,10 @@ SCREENS = [  # day offset, hour, app, title, lines
         "- seed swap Saturday 10:00"]),
 ]
 
+TYPED = [  # lines typed into a window after its picture: text-only frames (as capture stores them)
+    (0, 14.34, "xterm", "me@laptop: ~/notes", ["$ echo '- call Ben about the cake' >> todo.txt"]),
+]
+
 
 def render(title: str, lines: list[str], app: str, size=(1280, 800)) -> np.ndarray:
     from PIL import Image, ImageDraw, ImageFont
@@ -121,4 +125,7 @@ def fill(mem, days_back_from: datetime | None = None) -> None:
         page = title.removesuffix(" — Mozilla Firefox")
         mem.store.add_frame(FrameIn(f"demo-frame-{i}", at(day, hour), 1, app, page, rgb.shape[1], rgb.shape[0],
                                     encode_screen(rgb), encode_webp(rgb, THUMB_WIDTH, 40), "\n".join(lines), "[]"))
+    for i, (day, hour, app, title, lines) in enumerate(TYPED):
+        mem.store.add_frame(FrameIn(f"demo-typed-{i}", at(day, hour), 1, app, title, 1280, 800, b"", b"",
+                                    "\n".join(lines), "[]"))
     mem.embed_pending()

@@ -138,8 +138,7 @@ class TimelineView(QWidget):
         group = QButtonGroup(self)
         group.setExclusive(True)
         for b in (self.all_text, self.changed_text):
-            group.addButton(b)  # the one in force stands out, in the light and the dark theme alike
-            b.setStyleSheet("QPushButton:checked { background: palette(highlight); color: palette(highlighted-text); }")
+            group.addButton(b)
             b.toggled.connect(self._show_text)
         self.text_note = QLabel("")
         self.text_note.setWordWrap(True)
@@ -305,6 +304,10 @@ class TimelineView(QWidget):
         self._set_enabled()
 
     def _show_text(self, *_args) -> None:
+        for b in (self.all_text, self.changed_text):  # the one in force stands out, in either theme
+            font = b.font()
+            font.setBold(b.isChecked())
+            b.setFont(font)
         whole, changed = self.texts
         if self.all_text.isChecked():
             self.text.setPlainText(whole)

@@ -240,6 +240,8 @@ class Controller(QObject):
             from mneme.app.theme import apply_theme
 
             apply_theme(cfg["theme"])
+            if self._window is not None:
+                self._window.restyle()
         self.capture_changed()
         self.unload_llm_if_changed()
 

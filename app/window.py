@@ -102,6 +102,13 @@ class MainWindow(QMainWindow):
                          on_done=lambda text: self.statusBar().showMessage(" · ".join([text, *notes])),
                          on_failed=lambda exc, tb: log.warning("moments not counted: %s", exc))
 
+    def restyle(self) -> None:
+        """After a change of theme: rich text with links is set anew (Qt takes a link's colour from
+        the palette when the text is set, and setting the same text again does nothing)."""
+        self.capture_label.clear()
+        self.settings.capture_state.clear()
+        self.refresh_capture()
+
     def refresh_capture(self) -> None:
         shown = self.c.capture_status_html()
         self.capture_label.setText(shown)

@@ -132,6 +132,9 @@ def test_dark_theme_set_in_settings_and_followed_from_the_desktop(controller, qt
     qtbot.mouseClick(settings.save_button, Qt.LeftButton)
     wait_saved(qtbot, settings)
     assert controller.memory.config["theme"] == "dark" and is_dark()
+    label = window.capture_label.grab().toImage()  # "Turn capture on": the link in the dark theme's colour
+    colours = {label.pixelColor(x, y).name() for x in range(label.width()) for y in range(label.height())}
+    assert "#9d90ff" in colours and "#0000ff" not in colours
     window.resize(900, 600)
     window.show_tab("Timeline")
     settled(qtbot, timeline)

@@ -91,7 +91,7 @@ def shots_now():
         window.grab().save(str(shots / f"{name.lower()}.png"))
     # The dark theme (as a desktop in dark mode asks): Search with a chat's emoji, and Timeline.
     apply_theme("dark")
-    controller.capture_changed()  # the status line's link in the theme's colour (Settings › Look does this)
+    window.restyle()  # the status line's link in the theme's colour (Settings › Look does this)
     window.search.query.setText("book a table for six")
     settle(10, lambda: bool(window.search.results.rows()))
     settle(0.3)

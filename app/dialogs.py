@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 
-from mneme.app.qt import (QApplication, QCheckBox, QDialog, QDialogButtonBox, QLabel, QLineEdit,
-                          QMessageBox, QRadioButton, QVBoxLayout)
+from pathlib import Path
+
+from mneme.app.qt import (QApplication, QCheckBox, QDialog, QDialogButtonBox, QFileDialog, QHBoxLayout, QLabel,
+                          QLineEdit, QMessageBox, QPushButton, QRadioButton, QVBoxLayout)
 from mneme.core.errors import LockedError, UserError
 
 log = logging.getLogger(__name__)
@@ -140,7 +142,42 @@ class Onboarding(QDialog):
         layout.addWidget(always)
         self.consent = QCheckBox("Start capturing my screen now")
         layout.addWidget(self.consent)
+        # Moving to a new computer, or after a reinstall: the memory comes back from a vault file
+        # (made by File › Export vault or `mneme export`) once this home is set up.
+        self.restore_path: str | None = None
+        row = QHBoxLayout()
+        self.restore_button = QPushButton("Restore from a vault…")
+        self.restore_button.setToolTip("Bring back a memory exported from Mneme (a .mnemevault file)")
+        self.restore_button.clicked.connect(lambda: self.choose_vault())
+        self.restore_label = QLabel("")
+        self.restore_label.setWordWrap(True)
+        row.addWidget(self.restore_button)
+        row.addWidget(self.restore_label, 1)
+        layout.addLayout(row)
+        self.vault_passphrase = password_field("the vault's passphrase")
+        self.vault_passphrase.hide()
+        layout.addWidget(self.vault_passphrase)
         self.error = error_and_buttons(self, layout)
+
+    def choose_vault(self, path: str | None = None) -> None:
+        """Pick the vault to restore (a file dialog unless *path* is given); it is read after setup."""
+        path = path or QFileDialog.getOpenFileName(self, "Restore from a vault", "",
+                                                   "Mneme vault (*.mnemevault);;All (*)")[0]
+        if not path:
+            return
+        self.restore_path = path
+        self.restore_label.setText(f"Restores {Path(path).name} once this home is set up; "
+                                   "capture starts after it.")
+        self.vault_passphrase.show()
+        self.vault_passphrase.setFocus()
+
+    def restore(self) -> dict | None:
+        """What to restore after setup: the vault, its passphrase, and the capture choice made here
+        (the vault's own settings come back with it, but not over this choice)."""
+        if not self.restore_path:
+            return None
+        return {"path": self.restore_path, "passphrase": self.vault_passphrase.text(),
+                "consent": self.consent.isChecked()}
 
     def mode(self) -> str:
         return "passphrase" if self.use_passphrase.isChecked() else "keyring"
@@ -156,5 +193,12 @@ class Onboarding(QDialog):
                 return
             if self.passphrase.text() != self.passphrase2.text():
                 self.error.setText("The two passphrases differ.")
+                return
+        if self.restore_path:
+            if not Path(self.restore_path).is_file():
+                self.error.setText(f"No vault at {self.restore_path}: choose it again.")
+                return
+            if not self.vault_passphrase.text():
+                self.error.setText("Enter the vault's passphrase (the one chosen when it was exported).")
                 return
         self.accept()

@@ -55,7 +55,7 @@ class Controller(QObject):
         self._llm = None
         self._llm_factory = llm_factory
         self._llm_lock = threading.Lock()
-        self._llm_stale = False
+        self._llm_settings: tuple | None = None  # what the loaded model was loaded with
         self._assistant = None
         self._window = None
         self.capture = None           # capture.service.CaptureService, once started
@@ -77,6 +77,10 @@ class Controller(QObject):
         self._idle_timer = QTimer(self, interval=30_000)
         self._idle_timer.timeout.connect(self.check_idle_lock)
         self._idle_timer.start()
+        from mneme.app.theme import apply_theme, emoji_font
+
+        apply_theme(memory.config["theme"])  # before any window: light or dark as the desktop says
+        emoji_font()
 
     # -- what views call -------------------------------------------------------------------------
     def window(self) -> MainWindow:
@@ -125,14 +129,12 @@ class Controller(QObject):
         return self._llm is not None
 
     def assistant(self):
-        """The assistant, loading the model on first use (on a worker thread)."""
+        """The assistant, loading the model on first use (on a worker thread), and again when the
+        settings it was loaded with changed (see unload_llm_if_changed)."""
         from mneme.core.assistant import Assistant
 
+        self.unload_llm_if_changed()
         with self._llm_lock:
-            if self._llm is not None and self._llm_stale:
-                self._llm.close()  # the model setting changed
-                self._llm = None
-            self._llm_stale = False
             if self._llm is None:
                 if self._llm_factory is not None:
                     self._llm = self._llm_factory(self.memory)
@@ -230,12 +232,16 @@ class Controller(QObject):
             self.restart_capture()
         elif self.capture is not None:
             self.capture.apply_settings()
-        if changed & {"model_path", "n_ctx", "llm_memory_budget", "low_memory"}:
-            self._llm_stale = True  # the next question loads the model the settings now name
         if before is None or "hotkey" in changed:
             note = self.start_hotkey()
             if note and self._window is not None:
                 self._window.statusBar().showMessage(note)
+        if before is None or "theme" in changed:
+            from mneme.app.theme import apply_theme
+
+            apply_theme(cfg["theme"])
+            if self._window is not None:
+                self._window.restyle()
         self.capture_changed()
         self.unload_llm_if_changed()
 
@@ -243,16 +249,42 @@ class Controller(QObject):
         cfg = self.memory.config
         return cfg["model_path"], cfg["llm_memory_budget"], cfg["low_memory"], cfg["n_ctx"]
 
-    def unload_llm_if_changed(self) -> None:
-        """A changed model or memory budget: the next answer loads the model anew under it; the
-        old one is closed on a thread once it finishes what it is writing."""
+    def unload_llm_if_changed(self) -> bool:
+        """The one place a changed model setting (file, memory budget, low memory, context) takes
+        effect: the loaded model is let go, the next answer loads it anew under the settings as they
+        are now; the old one is closed on a thread once it finishes what it is writing. Called when
+        settings are saved and before each answer. Returns whether a model was let go."""
         key = self._llm_key()
         with self._llm_lock:
-            old, loaded_with = self._llm, getattr(self, "_llm_settings", key)
-            if old is None or loaded_with == key or self._llm_factory is not None:
-                return
+            old = self._llm
+            if old is None or self._llm_settings == key:
+                return False
             self._llm = self._assistant = None
         threading.Thread(target=old.close, name="mneme-llm-close", daemon=True).start()
+        return True
+
+    def restore_vault(self, restore: dict):
+        """Onboarding's "Restore from a vault": the vault is imported with progress, its settings
+        come back (but not over the capture choice just made), then capture starts as chosen."""
+        window = self.window()
+        window.show()
+
+        def restored(result: dict) -> None:
+            self.memory.config.set("capture_consent", restore["consent"])
+            self.memory.config.save()
+            window.settings.show_values()
+            self.settings_changed()  # every setting as the vault brought it; capture starts if chosen
+
+        def failed(exc, tb) -> None:
+            self.error(exc, tb)
+            self.start_capture()
+
+        return window.import_vault(restore["path"], restore["passphrase"], on_done=restored, on_failed=failed)
+
+    def storage_changed(self) -> None:
+        """Something was added or forgotten: the storage meter follows."""
+        if self._window is not None:
+            self._window.settings.refresh_meter()
 
     def capture_problem(self) -> str | None:
         """Why capture that should be running is not (shown in the tray, restartable)."""
@@ -433,24 +465,29 @@ def apply_onboarding(config, password_managers: bool, consent: bool) -> None:
     config.save()
 
 
+def first_run(dialog: Onboarding, home, embedder):
+    """The memory the onboarding's choices make, and what to restore into it (or None)."""
+    phrase = dialog.passphrase.text()
+    mem = memory_api.open_memory(home, embedder=embedder, key_mode=dialog.mode(), passphrase=lambda q: phrase)
+    apply_onboarding(mem.config, dialog.exclusions.isChecked(), dialog.consent.isChecked())
+    return mem, dialog.restore()
+
+
 def unlock(home, embedder, parent=None):
-    """Open the memory: onboarding on first run, the unlock dialog in passphrase mode."""
+    """Open the memory: onboarding on first run, the unlock dialog in passphrase mode. Returns
+    (memory, a vault to restore or None), or None when the user gave up."""
     layout = HomeLayout(resolve_home(home))
     if not memory_api.home_exists(home):
         dialog = Onboarding(str(layout.root), keys.keyring_available(), parent)
         if dialog.exec() != Onboarding.Accepted:
             return None
-        phrase = dialog.passphrase.text()
-        mem = memory_api.open_memory(home, embedder=embedder, key_mode=dialog.mode(),
-                                     passphrase=lambda q: phrase)
-        apply_onboarding(mem.config, dialog.exclusions.isChecked(), dialog.consent.isChecked())
-        return mem
+        return first_run(dialog, home, embedder)
     meta = keys.KeyMeta.load(layout.meta)
     if meta.mode == "keyring" or os.environ.get("MNEME_PASSPHRASE"):
-        return memory_api.open_memory(home, embedder=embedder)
+        return memory_api.open_memory(home, embedder=embedder), None
     dialog = UnlockDialog(lambda p: memory_api.open_memory(home, embedder=embedder, passphrase=lambda q: p),
                           str(layout.root), parent)
-    return dialog.result_value if dialog.exec() == UnlockDialog.Accepted else None
+    return (dialog.result_value, None) if dialog.exec() == UnlockDialog.Accepted else None
 
 
 def run(home=None) -> int:
@@ -464,12 +501,13 @@ def run(home=None) -> int:
         print("Mneme is already running; its window was raised.")
         return 0
     try:
-        mem = unlock(home, models.default_embedder())
+        opened = unlock(home, models.default_embedder())
     except UserError as exc:
         show_error(None, exc).exec()
         return 2
-    if mem is None:
+    if opened is None:
         return 1
+    mem, restore = opened
     controller = Controller(mem)
 
     def excepthook(kind, exc, tb):  # a crash is logged, shown, and loses no data
@@ -480,9 +518,12 @@ def run(home=None) -> int:
     sys.excepthook = excepthook
     controller.listen_single_instance()
     window = controller.window()
-    controller.start_capture()  # its state (and what to do when it cannot run) is in the status bar
+    if restore is not None:  # capture starts once the vault's settings (its exclusions) are back
+        controller.restore_vault(restore)
+    else:
+        controller.start_capture()  # its state (and what to do when it cannot run) is in the status bar
     notes = [n for n in (controller.start_hotkey(),) if n]
-    window.statusBar().showMessage(" · ".join([controller.status_text(), *notes]))
+    window.show_count(notes)
     window.show()
     app.aboutToQuit.connect(lambda: controller.memory.closed or controller.shutdown())
     QTimer.singleShot(0, controller.tray.refresh)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import html
 import re
-from mneme.app.qt import (QDateTime, QHBoxLayout, QLocale, QImage, QLabel, QListWidget, QListWidgetItem, QPixmap, QSize, Qt,
+from mneme.app.qt import (QApplication, QPalette, QDateTime, QHBoxLayout, QLocale, QImage, QLabel, QListWidget, QListWidgetItem, QPixmap, QSize, Qt,
                           QWidget)
 
 THUMB = QSize(112, 63)
@@ -14,8 +14,14 @@ SNIPPET = 260  # characters of a hit's text shown around its match
 
 
 def when(ts: float) -> str:
-    """A date and time as the user's locale writes them (short form)."""
-    return QLocale.system().toString(QDateTime.fromSecsSinceEpoch(int(ts)), QLocale.ShortFormat)
+    """A date and time as the user's locale writes them (short form; QLocale() is the system's unless
+    the app set another)."""
+    return QLocale().toString(QDateTime.fromSecsSinceEpoch(int(ts)), QLocale.ShortFormat)
+
+
+def clock(ts: float) -> str:
+    """A time of day as the user's locale writes it (13:05, 1:05 PM)."""
+    return QLocale().toString(QDateTime.fromSecsSinceEpoch(int(ts)).time(), QLocale.ShortFormat)
 
 
 def query_words(query: str) -> list[str]:
@@ -75,6 +81,7 @@ class ResultRow(QWidget):
             self.thumb.setPixmap(pixmap(thumb).scaled(THUMB, Qt.KeepAspectRatio, Qt.SmoothTransformation))
             self.thumb.setFixedSize(THUMB)
             row.addWidget(self.thumb, 0, Qt.AlignTop)
+        dark = dark or QApplication.palette().color(QPalette.Window).lightness() < 128  # the dark theme
         muted = "#9a9aa8" if dark else "#666"
         self.label = QLabel(f'<span style="color:{muted}"><small>{when(hit.time)} · {html.escape(place(hit))}'
                             f"</small></span><br>{highlight(snippet(hit.text, query), query)}")

@@ -7,6 +7,7 @@ import re
 
 from mneme.app.qt import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QLineEdit,
                           QPlainTextEdit, QProgressBar, QPushButton, QSpinBox, QVBoxLayout, QWidget)
+from mneme.app.tasks import Latest
 from mneme.core.config import Config
 from mneme.core.errors import UserError
 
@@ -48,6 +49,9 @@ def check_patterns(lines: list[str]) -> list[str]:
     return lines
 
 
+THEME_CHOICES = (("system", "Follow the desktop"), ("light", "Light"), ("dark", "Dark"))
+
+
 class SettingsView(QWidget):
     FIELDS = ("capture_consent", "capture_interval", "idle_pause_seconds", "retention_days", "retention_gb",
               "excluded_apps", "excluded_titles", "model_path", "hotkey")
@@ -74,6 +78,10 @@ class SettingsView(QWidget):
         from mneme.app.memory_budget import LlmMemoryField
 
         self.llm_memory = LlmMemoryField(cfg)  # the budget, and how the model is held under it
+        self.theme = QComboBox()  # the look: the desktop's, or light or dark whatever it says
+        for value, text in THEME_CHOICES:
+            self.theme.addItem(text, value)
+        self.theme.setCurrentIndex(max(0, self.theme.findData(cfg["theme"])))
         self.key_mode = QComboBox()
         self.key_mode.addItems(["keyring", "passphrase"])
         self.key_mode.setCurrentText(controller.memory.meta.mode)
@@ -83,6 +91,11 @@ class SettingsView(QWidget):
         self.autostart = QCheckBox("Start Mneme when I log in")
         self.autostart.setChecked(self.autostarter.enabled())
         self.meter = QProgressBar()
+        self.meter.setFormat("Measuring…")
+        self.meter_measured = 0  # how many times the meter was filled in (tests wait on it)
+        self.meter_reader = Latest(controller.tasks, lambda: controller.memory.store.frame_usage(),
+                                   on_done=self._meter_read, on_failed=self._meter_failed)
+        self.saving = False  # a Save being checked off the GUI thread
         self.save_button = QPushButton("Save")
         self.save_button.clicked.connect(self.save)
         self.saved = QLabel("")
@@ -101,6 +114,7 @@ class SettingsView(QWidget):
                 ("model_path", "Answer model (GGUF)", self.model),
                 ("llm_memory_budget", "Model memory budget", self.llm_memory),
                 ("hotkey", "Recall hotkey", self.hotkey),
+                ("theme", "Look", self.theme),
                 ("key_mode", "Key storage", self.key_mode), ("autostart", "", self.autostart),
                 ("", "Storage", self.meter), ("", "", self.save_button), ("", "", self.saved)):
             if not name:
@@ -121,11 +135,38 @@ class SettingsView(QWidget):
         self.refresh_capture()
 
     def refresh_meter(self) -> None:
-        count, used = self.c.memory.store.frame_usage()
+        """The storage meter, measured off the GUI thread (the old figure stays until the new one)."""
+        if not self.c.memory.closed:
+            self.meter_reader.submit()
+
+    def _meter_read(self, _args: tuple, usage: tuple[int, int]) -> None:
+        count, used = usage
         budget = self.c.memory.config["retention_gb"] * 1e9 or max(used, 1)
         self.meter.setRange(0, 1000)
         self.meter.setValue(int(min(1.0, used / budget) * 1000))
         self.meter.setFormat(f"{count} frames, {used / 1e6:.1f} MB of {budget / 1e9:.1f} GB")
+        self.meter_measured += 1
+
+    def _meter_failed(self, exc, tb) -> None:
+        if not self.c.memory.closed:  # cut off by a lock or quit: nothing to say
+            self.c.error(exc, tb)
+
+    def show_values(self) -> None:
+        """The fields as the settings are now (after a vault restore brought its own back)."""
+        cfg = self.c.memory.config
+        self.capture_on.setChecked(cfg["capture_consent"])
+        self.interval.setValue(cfg["capture_interval"])
+        self.idle.setValue(cfg["idle_pause_seconds"])
+        self.days.setValue(cfg["retention_days"])
+        self.gb.setValue(cfg["retention_gb"])
+        self.apps.setText(", ".join(cfg["excluded_apps"]))
+        self.titles.setPlainText("\n".join(cfg["excluded_titles"]))
+        self.model.setText(cfg["model_path"])
+        self.hotkey.setText(cfg["hotkey"])
+        self.llm_memory.edit.setText(cfg["llm_memory_budget"])
+        self.theme.setCurrentIndex(max(0, self.theme.findData(cfg["theme"])))
+        self.show_errors({})
+        self.refresh_meter()
 
     def refresh_capture(self) -> None:
         """The capture state beside the switch, with what to do when it is not capturing."""
@@ -138,7 +179,8 @@ class SettingsView(QWidget):
                 "excluded_apps": [a.strip() for a in self.apps.text().split(",") if a.strip()],
                 "excluded_titles": [t.strip() for t in self.titles.toPlainText().splitlines() if t.strip()],
                 "model_path": self.model.text().strip(), "hotkey": self.hotkey.text().strip(),
-                "llm_memory_budget": self.llm_memory.edit.text().strip() or "auto"}
+                "llm_memory_budget": self.llm_memory.edit.text().strip() or "auto",
+                "theme": self.theme.currentData()}
 
     def check(self, values: dict) -> dict[str, str]:
         """Each wrong field's message; empty when every value may be saved."""
@@ -158,7 +200,7 @@ class SettingsView(QWidget):
     @staticmethod
     def _check_model(path: str) -> None:
         if path:
-            from mneme.models.registry import check_gguf  # reads 4 bytes: quick enough for the GUI thread
+            from mneme.models.registry import check_gguf  # reads the file: on a worker (a slow disk)
 
             check_gguf(path)
 
@@ -167,10 +209,31 @@ class SettingsView(QWidget):
             label.setText(wrong.get(name, ""))
             label.setVisible(name in wrong)
 
-    def save(self) -> bool:
-        """Check everything, save all or nothing, then apply. Returns whether it saved."""
+    def save(self) -> None:
+        """Check everything off the GUI thread (the model file is read; a disk may be slow), then
+        save all or nothing and apply it. ``saving`` is true until then; Save waits meanwhile."""
+        if self.saving:
+            return
         values = self.entered()
-        wrong = self.check(values)
+        self.saving = True
+        self.save_button.setEnabled(False)
+        self.saved.setStyleSheet("")
+        self.saved.setText("Checking…")
+        self.c.tasks.run(lambda _task: self.check(values), on_done=lambda wrong: self._checked(values, wrong),
+                         on_failed=self._check_failed)
+
+    def _check_failed(self, exc, tb) -> None:
+        self.saving = False
+        self.save_button.setEnabled(True)
+        self.saved.setText("")
+        self.c.error(exc, tb)
+
+    def _checked(self, values: dict, wrong: dict[str, str]) -> bool:
+        """On the GUI thread, with what the check found: save and apply, or show what is wrong."""
+        self.saving = False
+        self.save_button.setEnabled(True)
+        if self.c.memory.closed:
+            return False
         self.show_errors(wrong)
         if wrong:
             self.saved.setStyleSheet(ERROR_STYLE)

@@ -4,6 +4,7 @@ task manager and only touches widgets on the GUI thread."""
 from __future__ import annotations
 
 import html
+import logging
 import re
 import threading
 import time
@@ -15,24 +16,69 @@ from mneme.app.qt import (QCheckBox, QComboBox, QDateEdit, QDoubleSpinBox, QForm
                           QImage, QLabel, QLineEdit, QListWidget, QListWidgetItem, QPixmap,
                           QPlainTextEdit, QProgressBar, QPushButton, QSize, QSlider, QSpinBox,
                           QSplitter, Qt, QTextBrowser, QTimer, QVBoxLayout, QWidget, QDate,
-                          QApplication, QIcon)
+                          QApplication, QIcon, QLocale)
 
 STREAM_BATCH_MS = 50
+log = logging.getLogger(__name__)
 
 
 class SourceView(QTextBrowser):
-    """Shows one remembered moment: a frame (image and text) or a chat message in its context."""
+    """Shows one remembered moment: a frame (image and text) or a chat message in its context.
+    The moment is read off the GUI thread (on *tasks*, the app's task runner); a moment asked for
+    while another is read replaces it, and only the newest is shown."""
+
+    def __init__(self, tasks=None):
+        super().__init__()
+        self.shown_source: int | None = None  # the moment on show
+        self.asked: int | None = None         # the moment being read
+        self._tasks = tasks
+        self._reader: Latest | None = None
+
+    def is_idle(self) -> bool:
+        return self.asked is None
 
     def show_source(self, memory, source_id: int) -> None:
-        src = memory.store.source(source_id)
+        if self._reader is None:
+            from mneme.app.tasks import TaskManager
+
+            self._reader = Latest(self._tasks or TaskManager(self), self._read, on_done=self._read_done,
+                                  on_failed=self._failed)
+        self.asked = source_id
+        self._reader.submit(memory, source_id)
+
+    def clear_source(self) -> None:
+        """Nothing on show (and a read still running is not shown when it ends)."""
+        self.asked = self.shown_source = None
+        self.setHtml("")
+
+    @staticmethod
+    def _read(memory, source_id: int):  # on a worker thread
+        store = memory.store
+        src = store.source(source_id)
         if src is None:
+            return None
+        if src.kind == "frame":
+            return src, store.source_text(source_id), store.picture_for(source_id), []
+        around = store.neighbours(source_id, 2, 2)  # in time order, without src itself
+        return src, "", None, [(s, store.source_text(s.id)) for s in [*around, src]]
+
+    def _failed(self, exc, tb) -> None:
+        self.asked = None
+        log.warning("a moment could not be shown: %s", exc)  # a lock or quit cut the read off, mostly
+
+    def _read_done(self, args: tuple, data) -> None:
+        _memory, source_id = args
+        if source_id != self.asked:
+            return  # another moment was asked for meanwhile
+        self.asked = None
+        if data is None:
             self.setHtml("<i>This moment was forgotten.</i>")
             return
+        src, frame_text, picture, thread = data
         head = f"<h3>{html.escape(src.title or src.conversation or src.app)}</h3><p>{when(src.time)} · " \
                f"{html.escape(src.app)}</p>"
         if src.kind == "frame":
-            text = f"<pre>{html.escape(memory.store.source_text(source_id))}</pre>"
-            picture = memory.store.picture_for(source_id)
+            text = f"<pre>{html.escape(frame_text)}</pre>"
             if picture is None:
                 body = text
             else:
@@ -42,14 +88,10 @@ class SourceView(QTextBrowser):
                 body = f'<img src="frame-{picture[0]}" width="560">{note}{text}'
         else:
             lines = []
-            around = memory.store.neighbours(source_id, 2, 2)  # in time order, without src itself
-            before = [s for s in around if (s.time, s.id) < (src.time, src.id)]
-            after = [s for s in around if (s.time, s.id) > (src.time, src.id)]
-            for s in before + [src] + after:
-                text = html.escape(memory.store.source_text(s.id))
-                style = "background:#fff3b0" if s.id == source_id else ""
+            for s, said in sorted(thread, key=lambda st: (st[0].time, st[0].id)):
+                style = "background:#fff3b0; color:#111" if s.id == source_id else ""  # dark theme too
                 lines.append(f'<p style="{style}"><b>{html.escape(s.speaker)}</b> '
-                             f'<small>{when(s.time)}</small><br>{text}</p>')
+                             f'<small>{when(s.time)}</small><br>{html.escape(said)}</p>')
             body = "".join(lines)
         self.setHtml(head + body)
         self.shown_source = source_id
@@ -157,7 +199,7 @@ class AskView(QWidget):
         self.history = QListWidget()
         self.history.itemActivated.connect(self.show_past)
         self._past: list[dict] = []
-        self.source = SourceView()
+        self.source = SourceView(controller.tasks)
         self.status = QLabel("")
         row = QHBoxLayout()
         row.addWidget(self.question, 1)
@@ -176,20 +218,31 @@ class AskView(QWidget):
         layout.addLayout(row)
         layout.addWidget(split, 1)
         layout.addWidget(self.status)
+        self.history_loaded = 0  # times the list was filled in (tests wait on it)
+        self.history_reader = Latest(controller.tasks, lambda: controller.memory.history(50),
+                                     on_done=self._history_read,
+                                     on_failed=lambda exc, tb: None if controller.memory.closed else
+                                     controller.error(exc, tb))
         self.load_history()
 
     def load_history(self) -> None:
+        """The past questions, read off the GUI thread."""
+        if not self.c.memory.closed:
+            self.history_reader.submit()
+
+    def _history_read(self, _args: tuple, past: list[dict]) -> None:
         self.history.clear()
-        self._past = self.c.memory.history(50)
+        self._past = past
         for item in self._past:
             self.history.addItem(item["question"])
+        self.history_loaded += 1
 
     def show_past(self, item) -> None:
         """A past question shows the answer it got (and what backed it); Ask runs it again."""
         past = self._past[self.history.row(item)]
         self.question.setText(past["question"])
         quotes = "".join(f'<li><a href="mneme://source/{c["source_ids"][0]}">[{c["n"]}]</a> '
-                         f'<span style="background:#fff3b0">{html.escape(c.get("quote", ""))}</span></li>'
+                         f'<span style="background:#fff3b0; color:#111">{html.escape(c.get("quote", ""))}</span></li>'
                          for c in past["citations"] if c["source_ids"])
         self.answer.setHtml(f"<p>{_linked(past['answer'], past['citations'])}</p>"
                             + (f"<h4>Sources</h4><ol>{quotes}</ol>" if quotes else ""))
@@ -200,7 +253,7 @@ class AskView(QWidget):
         if not q or self.task is not None:
             return
         self.answer.setHtml("")
-        self.source.setHtml("")  # not the previous question's source
+        self.source.clear_source()  # not the previous question's source
         self.status.setText("Searching your memory…" if self.c.llm_loaded() else
                             "Loading the model (the first time), then searching your memory…")
         self.ask_button.setEnabled(False)
@@ -223,7 +276,7 @@ class AskView(QWidget):
         if answer.citations:
             self.source.show_source(self.c.memory, answer.citations[0].source_ids[0])
         else:
-            self.source.setHtml("")
+            self.source.clear_source()
         self.status.setText("Stopped." if answer.cancelled else f"Answered in {answer.seconds:.1f} s.")
         self.done()
         self.load_history()
@@ -262,7 +315,7 @@ class SearchView(QWidget):
         self.results.itemClicked.connect(self.open)
         self.results.currentItemChanged.connect(self._current_changed)
         self.query.installEventFilter(self)  # arrows from the search box move through the results
-        self.source = SourceView()
+        self.source = SourceView(controller.tasks)
         self.pinned: int | None = None  # a moment opened from the overlay, kept in the preview
         self._keep_pin = False
         self.latest = Latest(controller.tasks, self._query,
@@ -315,11 +368,17 @@ class SearchView(QWidget):
 
     @staticmethod
     def _span_text(since: float, until: float | None) -> str:
+        """A span of days as the user's locale writes dates ("Tue 01/12/2026", "1.12.26 – 7.12.26")."""
+        loc = QLocale()
         a = datetime.fromtimestamp(since)
         b = datetime.fromtimestamp(until) - timedelta(seconds=1) if until else None
+
+        def day(d: datetime) -> str:
+            return loc.toString(QDate(d.year, d.month, d.day), QLocale.ShortFormat)
+
         if b is None or a.date() == b.date():
-            return a.strftime("%a %x")
-        return f"{a:%x} – {b:%x}"
+            return f"{loc.dayName(a.isoweekday(), QLocale.ShortFormat)} {day(a)}"
+        return f"{day(a)} – {day(b)}"
 
     def _drop_words(self, pattern: str) -> None:
         self.query.setText(re.sub(r"\s+", " ", re.sub(pattern, " ", self.query.text(), flags=re.IGNORECASE)).strip())
@@ -384,8 +443,7 @@ class SearchView(QWidget):
             self.results.setCurrentRow(0)
             self.source.show_source(self.c.memory, ids[0])
         else:
-            self.source.setHtml("")
-            self.source.shown_source = None
+            self.source.clear_source()
 
     def open(self, item) -> None:
         if item.data(Qt.UserRole) is not None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from mneme.app.qt import (QByteArray, QAction, QColor, QFileDialog, QIcon, QLineEdit, QListWidget,
                           QMainWindow, QMenu, QPainter, QPixmap, QProgressDialog, QSystemTrayIcon, Qt,
                           QTabWidget, QVBoxLayout, QWidget, QGuiApplication, QListWidgetItem, QLabel,
-                          QKeySequence, QMessageBox, QTextBrowser, QEvent, QApplication)
+                          QKeySequence, QMessageBox, QTextBrowser, QEvent, QApplication, QScrollArea)
 from mneme.app.tasks import Latest
 from mneme.app.settings import SettingsView
 from mneme.app.results import ResultList
@@ -58,8 +58,12 @@ class MainWindow(QMainWindow):
         self.search = SearchView(controller)
         self.timeline = TimelineView(controller)
         self.settings = SettingsView(controller)
+        self.settings_page = QScrollArea()  # a long form: it scrolls on a small screen, never pushes the window
+        self.settings_page.setWidget(self.settings)
+        self.settings_page.setWidgetResizable(True)
+        self.settings_page.setFrameShape(QScrollArea.NoFrame)
         for view, name in ((self.ask, "Ask"), (self.search, "Search"), (self.timeline, "Timeline"),
-                           (self.settings, "Settings")):
+                           (self.settings_page, "Settings")):
             self.tabs.addTab(view, name)
         self.tabs.currentChanged.connect(self._tab_changed)
         self.setCentralWidget(self.tabs)
@@ -84,9 +88,25 @@ class MainWindow(QMainWindow):
         self.capture_label = QLabel()  # the capture state, always in view
         self.capture_label.linkActivated.connect(controller.capture_link)
         self.statusBar().addPermanentWidget(self.capture_label)
-        self.statusBar().showMessage(controller.status_text())
+        self.show_count()
         self._told_tray = False
         self.close_box = None
+        self.refresh_capture()
+
+    def show_count(self, notes: list[str] = ()) -> None:
+        """'N moments remembered · HOME' (and any *notes*) in the status bar, counted off the GUI thread."""
+        if self.c.memory.closed:
+            return
+        notes = list(notes)
+        self.c.tasks.run(lambda _task: self.c.status_text(),
+                         on_done=lambda text: self.statusBar().showMessage(" · ".join([text, *notes])),
+                         on_failed=lambda exc, tb: log.warning("moments not counted: %s", exc))
+
+    def restyle(self) -> None:
+        """After a change of theme: rich text with links is set anew (Qt takes a link's colour from
+        the palette when the text is set, and setting the same text again does nothing)."""
+        self.capture_label.clear()
+        self.settings.capture_state.clear()
         self.refresh_capture()
 
     def refresh_capture(self) -> None:
@@ -98,7 +118,7 @@ class MainWindow(QMainWindow):
     def _tab_changed(self, i: int) -> None:
         if self.tabs.widget(i) is self.timeline:
             self.timeline.load()
-        elif self.tabs.widget(i) is self.settings:
+        elif self.tabs.widget(i) is self.settings_page:
             self.settings.refresh_meter()
 
     # -- size and place, remembered in the home (no captured content) ------------------------------
@@ -190,6 +210,7 @@ class MainWindow(QMainWindow):
         """New moments: the storage meter, the day on the timeline and the count follow."""
         self.settings.refresh_meter()
         self.timeline.load()
+        self.ask.load_history()
 
     def export_vault(self, path: str | None = None, passphrase: str | None = None):
         path = path or QFileDialog.getSaveFileName(self, "Export vault", "memory.mnemevault")[0]
@@ -202,16 +223,25 @@ class MainWindow(QMainWindow):
             self.c.memory, path, passphrase, progress=task.progress.emit, cancel=task.cancel),
             lambda r: f"Exported {r['sources']} items to {path}.")
 
-    def import_vault(self, path: str | None = None, passphrase: str | None = None):
+    def import_vault(self, path: str | None = None, passphrase: str | None = None, on_done=None, on_failed=None):
+        """File › Import vault (and onboarding's restore, which passes *on_done*/*on_failed*): off
+        the GUI thread with progress; the meter, the timeline and the count follow."""
         path = path or QFileDialog.getOpenFileName(self, "Import vault", "", "Mneme vault (*.mnemevault);;All (*)")[0]
         passphrase = passphrase or self.c.ask_passphrase("Vault passphrase")
         if not path or not passphrase:
             return None
         from mneme.core.vault import import_vault
 
+        def done(r) -> str:
+            self.after_import()
+            if on_done is not None:
+                on_done(r)
+            return (f"Restored {r['added']} items." if r["restored_ids"] else
+                    f"Imported {r['added']} items ({r['duplicates']} already there).")
+
         return self.run_with_progress("Importing vault…", lambda task: import_vault(
-            self.c.memory, path, passphrase, progress=task.progress.emit, cancel=task.cancel),
-            lambda r: (self.after_import(), f"Imported {r['added']} items ({r['duplicates']} already there).")[1])
+            self.c.memory, path, passphrase, progress=task.progress.emit, cancel=task.cancel), done,
+            on_failed=on_failed)
 
     def closeEvent(self, event) -> None:
         """With a tray, closing hides the window (Mneme goes on in the tray, and says so once).

@@ -77,6 +77,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("capture_consent", bool, False, "The user agreed to screen capture (asked on first run)."),
     Setting("lock_idle_minutes", int, 15, "Lock the app after this long idle (passphrase mode); 0 = never.", 0),
     Setting("hotkey", str, "<ctrl>+<alt>+<space>", "Global shortcut that opens the recall overlay."),
+    Setting("theme", str, "system", "The app's look: light, dark, or system (follows the desktop; light "
+            "when it gives no hint).", pattern=r"system|light|dark"),
     Setting("index_server", str, "",
             "A Chroma server (http://HOST:PORT) that holds the vector index instead of this machine's "
             "memory; empty: on this machine, saved as an encrypted snapshot.",

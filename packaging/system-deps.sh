@@ -5,7 +5,8 @@ set -euo pipefail
 PACKAGES=(tesseract-ocr tesseract-ocr-eng xvfb xdotool x11-utils xterm
           libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxcb-xkb1
           libxkbcommon-x11-0 libxcb-cursor0 libegl1 libgl1 libfontconfig1 libdbus-1-3
-          openbox x11-xserver-utils fonts-dejavu-core dbus-x11 gnome-keyring desktop-file-utils appstream)
+          openbox x11-xserver-utils fonts-dejavu-core fonts-noto-color-emoji dbus-x11 gnome-keyring
+          desktop-file-utils appstream)
 command -v dpkg-query >/dev/null || { echo "system-deps: not a Debian/Ubuntu system; install tesseract and Xvfb yourself" >&2; exit 0; }
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -192,6 +192,7 @@ def test_capture_switch_in_the_tray_and_in_settings(app_controller, qtbot):
     assert not window.settings.capture_on.isChecked()
     window.settings.capture_on.setChecked(True)
     qtbot.mouseClick(window.settings.save_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: not window.settings.saving, timeout=10_000)  # checked off the GUI thread
     assert c.capture.state == "running" and "Capturing" in window.settings.capture_state.text()
     tray.actions["pause"].trigger()
     assert "Paused until you resume" in window.capture_label.text() and "Paused" in tray.state.text()
@@ -216,9 +217,11 @@ def test_a_bad_setting_shows_as_the_capture_error_and_fixing_it_restarts_capture
     assert "excluded title pattern" in tray.tooltip and "excluded title pattern" in tray.state.text()
     settings = window.settings
     qtbot.mouseClick(settings.save_button, Qt.LeftButton)  # saving the bad pattern again is refused, beside it
+    qtbot.waitUntil(lambda: not settings.saving, timeout=10_000)
     assert settings.errors["excluded_titles"].isVisibleTo(settings) and c.capture.state == "failed"
     settings.titles.setPlainText("(closed)")
     qtbot.mouseClick(settings.save_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: not settings.saving, timeout=10_000)
     assert c.capture.state == "running" and "Capturing" in window.capture_label.text()
     assert not tray.actions["restart"].isVisible()
     assert wait_for(lambda: c.memory.store.frame_usage()[0] > 0)

@@ -39,6 +39,25 @@ def webp(text_color=0):
     return buf.getvalue()
 
 
+def settled(qtbot, view, timeout=10_000):
+    """Wait until the timeline has read what it was asked for (reads run off the GUI thread)."""
+    qtbot.waitUntil(view.is_idle, timeout=timeout)
+    return view
+
+
+def showing(qtbot, source, source_id=None, timeout=10_000):
+    """Wait until a SourceView has read and shows the moment (*source_id*, or whichever it was asked)."""
+    qtbot.waitUntil(lambda: source.is_idle() and (source_id is None or source.shown_source == source_id),
+                    timeout=timeout)
+    return source
+
+
+def wait_saved(qtbot, settings, timeout=10_000):
+    """Wait until Settings has checked (off the GUI thread) and saved or refused what was entered."""
+    qtbot.waitUntil(lambda: not settings.saving, timeout=timeout)
+    return settings
+
+
 @pytest.fixture
 def controller(qtbot, open_mem, real_embedder):
     from mneme.app.main import Controller
@@ -88,8 +107,10 @@ def test_ask_shows_a_checked_answer_and_a_citation_opens_the_moment(controller, 
     assert "Sources" in html and "mneme://source/1" in html
     assert "flowerpot" in view.answer.toPlainText() and "#fff3b0" in html  # the backing quote, highlighted
     view.open_citation(__import__("PySide6.QtCore", fromlist=["QUrl"]).QUrl("mneme://source/1"))
-    assert view.source.shown_source == 1 and "flowerpot" in view.source.toPlainText()
-    assert view.history.count() == 1 and "spare key" in view.history.item(0).text()
+    showing(qtbot, view.source, 1)  # read off the GUI thread
+    assert "flowerpot" in view.source.toPlainText()
+    qtbot.waitUntil(lambda: view.history.count() == 1, timeout=10_000)  # read off the GUI thread
+    assert "spare key" in view.history.item(0).text()
     view.answer.setHtml("")
     view.show_past(view.history.item(0))  # a past question shows its saved answer, not a new run
     assert "flowerpot" in view.answer.toPlainText() and view.task is None
@@ -115,7 +136,7 @@ def test_search_as_you_type_with_highlights_and_filters(controller, qtbot):
         timeout=10_000)
     assert not view.results.rows()[0].thumb.pixmap().isNull()  # frames come with thumbnails
     view.open(view.results.item(0))
-    assert "orchard" in view.source.toPlainText()
+    assert "orchard" in showing(qtbot, view.source, view.results.item(0).data(Qt.UserRole)).toPlainText()
 
 
 def test_search_filters_from_the_query_are_chips_in_sync_with_the_boxes(controller, qtbot):
@@ -147,16 +168,17 @@ def test_search_preview_follows_the_keyboard_and_each_new_query(controller, qtbo
     qtbot.keyClicks(view.query, "orchard plan")
     qtbot.waitUntil(lambda: len(view.results.rows()) >= 2, timeout=10_000)
     rows = view.results.rows()
-    assert view.source.shown_source == rows[0].source_id  # the first result, at once
+    showing(qtbot, view.source, rows[0].source_id)  # the first result, at once
     qtbot.keyClick(view.query, Qt.Key_Down)
-    assert view.source.shown_source == rows[1].source_id and view.query.hasFocus()
+    showing(qtbot, view.source, rows[1].source_id)
+    assert view.query.hasFocus()
     qtbot.keyClick(view.query, Qt.Key_Up)
-    assert view.source.shown_source == rows[0].source_id
+    showing(qtbot, view.source, rows[0].source_id)
     qtbot.keyClick(view.query, Qt.Key_Down)
     view.query.setText("spare key cabin")
     qtbot.waitUntil(lambda: bool(view.results.rows()) and view.results.rows()[0].source_id != rows[0].source_id,
                     timeout=10_000)
-    assert view.source.shown_source == view.results.rows()[0].source_id  # not the previous query's moment
+    showing(qtbot, view.source, view.results.rows()[0].source_id)  # not the previous query's moment
     assert "flowerpot" in view.source.toPlainText()
     view.query.setText("xylophone quartet")
     qtbot.waitUntil(lambda: not view.results.rows(), timeout=10_000)
@@ -211,12 +233,13 @@ def test_a_text_only_moment_shows_the_screen_as_last_pictured(controller, qtbot)
                                 "a new line typed about pear grafting", "[]"))
     view = controller.window().search
     view.source.show_source(mem, sid)
-    shown = view.source.toHtml()
+    shown = showing(qtbot, view.source, sid).toHtml()
     assert f"frame-{first[0]}" in shown and "pear grafting" in view.source.toPlainText()
     assert "The screen at" in view.source.toPlainText()
     timeline = controller.window().timeline
     timeline.load()
-    timeline.slider.setValue(timeline.slider.maximum())
+    settled(qtbot, timeline).slider.setValue(timeline.slider.maximum())
+    settled(qtbot, timeline)
     assert "pear grafting" in timeline.text.toPlainText() and not timeline.image.pixmap().isNull()
     assert "The screen at" in timeline.image.toolTip()
 
@@ -225,8 +248,10 @@ def test_timeline_navigation_copy_and_forget(controller, qtbot):
     view = controller.window().timeline
     view.day.setDate(QDate.currentDate())
     view.load()
+    settled(qtbot, view)
     assert view.slider.maximum() == 2 and "(3 of 3)" in view.caption.text()
     view.slider.setValue(0)
+    settled(qtbot, view)
     assert "(1 of 3)" in view.caption.text() and "frame 0" in view.text.toPlainText()
     assert view.image.pixmap() is not None and not view.image.pixmap().isNull()
     from mneme.app.qt import QApplication
@@ -235,9 +260,11 @@ def test_timeline_navigation_copy_and_forget(controller, qtbot):
     qtbot.mouseClick(view.copy_button, Qt.LeftButton)
     assert "frame 0" in QApplication.clipboard().text()
     qtbot.mouseClick(view.delete_button, Qt.LeftButton)
+    settled(qtbot, view)  # forgotten off the GUI thread, then the day read again
     assert view.slider.maximum() == 1 and controller.memory.store.frame_usage()[0] == 2
     assert not [h for h in controller.memory.search("frame 0 orchard").hits if "frame 0" in h.text]
     qtbot.mouseClick(view.forget_day_button, Qt.LeftButton)  # confirm is automatic when not interactive
+    settled(qtbot, view)
     assert controller.memory.store.frame_usage()[0] == 0 and "No frames" in view.image.text()
 
 
@@ -249,6 +276,7 @@ def test_settings_round_trip_and_bad_values_named_beside_their_fields(controller
     view.apps.setText("keepassxc, secretapp")
     view.titles.setPlainText("(?i)bank, private\nBudget a{1,3}")  # one pattern a line: commas are theirs
     qtbot.mouseClick(view.save_button, Qt.LeftButton)
+    wait_saved(qtbot, view)
     saved = Config.load(controller.memory.layout.config)
     assert saved["capture_interval"] == 7.5 and saved["excluded_apps"] == ["keepassxc", "secretapp"]
     assert saved["excluded_titles"] == ["(?i)bank, private", "Budget a{1,3}"]
@@ -258,6 +286,7 @@ def test_settings_round_trip_and_bad_values_named_beside_their_fields(controller
     view.hotkey.setText("<ctrl>+<alt>+spacebar")
     view.model.setText("/nonexistent/model.gguf")
     qtbot.mouseClick(view.save_button, Qt.LeftButton)
+    wait_saved(qtbot, view)
     assert view.saved.text().startswith("Not saved")
     for name, words in (("excluded_titles", "line 2, '(unclosed': not a valid regular expression"),
                         ("hotkey", "spacebar"), ("model_path", "does not exist")):
@@ -270,6 +299,7 @@ def test_settings_round_trip_and_bad_values_named_beside_their_fields(controller
     view.hotkey.setText("<ctrl>+<shift>+k")
     view.model.setText("")
     qtbot.mouseClick(view.save_button, Qt.LeftButton)
+    wait_saved(qtbot, view)
     assert view.saved.text() == "Saved." and not any(e.isVisibleTo(view) for e in view.errors.values())
     saved = Config.load(controller.memory.layout.config)
     assert saved["capture_interval"] == 12 and saved["hotkey"] == "<ctrl>+<shift>+k"
@@ -347,10 +377,11 @@ def test_overlay_arrows_and_enter_open_the_message_in_its_conversation(controlle
     assert not overlay.isVisible()
     window = controller.window()
     assert window.isVisible() and window.tabs.currentWidget() is window.search
-    assert window.search.source.shown_source == picked
+    showing(qtbot, window.search.source, picked)
     shown = window.search.source.toPlainText()
     assert "240 pounds" in shown and "Did you sort out the house jobs?" in shown and "I will ring them" in shown
     qtbot.waitUntil(lambda: bool(window.search.results.rows()), timeout=10_000)  # the query's results beside it
+    showing(qtbot, window.search.source)
     assert window.search.source.shown_source == picked and window.search.query.text() == "plumber boiler"
 
 
@@ -362,8 +393,8 @@ def test_overlay_double_click_opens_the_frame(controller, overlay, qtbot):
     qtbot.mouseClick(overlay.results.viewport(), Qt.LeftButton, pos=centre)
     qtbot.mouseDClick(overlay.results.viewport(), Qt.LeftButton, pos=centre)
     assert not overlay.isVisible()
-    source = controller.window().search.source
-    assert source.shown_source == item.data(Qt.UserRole) and "orchard" in source.toPlainText()
+    source = showing(qtbot, controller.window().search.source, item.data(Qt.UserRole))
+    assert "orchard" in source.toPlainText()
     assert "frame-" in source.toHtml()  # the screen itself, not only its text
 
 
@@ -503,7 +534,7 @@ def test_source_view_shows_a_message_between_its_neighbours_in_time_order(contro
     qtbot.addWidget(view)
     for shown in ("first of the thread", "second of the thread"):
         view.show_source(mem, ids[shown])
-        text = view.toPlainText()
+        text = showing(qtbot, view, ids[shown]).toPlainText()
         assert text.index("first") < text.index("second") < text.index("third")
 
 
@@ -549,10 +580,14 @@ def test_storage_meter_and_timeline_follow_a_vault_import(controller, qtbot, tmp
     controller.memory.forget(0, 2e10)
     window.settings.refresh_meter()
     window.timeline.load()
+    qtbot.waitUntil(lambda: window.settings.meter.format().startswith("0 frames"), timeout=10_000)
+    settled(qtbot, window.timeline)
     assert window.settings.meter.format().startswith("0 frames") and "No frames" in window.timeline.image.text()
     task = window.import_vault(str(path), "vault pass")
     qtbot.waitUntil(lambda: task not in controller.tasks.running, timeout=60_000)
-    assert window.settings.meter.format().startswith("3 frames")  # without switching tabs
+    qtbot.waitUntil(lambda: window.settings.meter.format().startswith("3 frames"),  # without switching tabs
+                    timeout=10_000)
+    settled(qtbot, window.timeline)
     assert window.timeline.slider.maximum() == 2
 
 
@@ -611,14 +646,18 @@ def test_timeline_activity_bar_and_thumbnail_strip(controller, qtbot):
     window.show_tab("Timeline")
     view = window.timeline
     view.day.setDate(QDate(2020, 1, 1))
+    settled(qtbot, view)
     assert view.activity.counts[9 * 4] == 2 and view.activity.counts[15 * 4] == 2 and sum(view.activity.counts) == 4
     assert view.strip.count() == 3  # the text-only frame has no thumbnail of its own
     assert all(not view.strip.item(i).icon().isNull() for i in range(3))
     view.strip.setCurrentRow(0)
+    settled(qtbot, view)
     assert "(1 of 4)" in view.caption.text() and "frame 0" in view.text.toPlainText()
     qtbot.mouseClick(view.activity, Qt.LeftButton, pos=QPoint(view.activity.x_of(afternoon), 10))
+    settled(qtbot, view)
     assert "frame 2" in view.text.toPlainText() and view.strip.currentRow() == 2  # the strip follows
     qtbot.mouseClick(view.activity, Qt.LeftButton, pos=QPoint(view.activity.x_of(morning), 10))
+    settled(qtbot, view)
     assert "frame 0" in view.text.toPlainText()
 
 
@@ -627,7 +666,9 @@ def test_forget_this_frame_asks_first_and_no_keeps_it(controller, qtbot, monkeyp
     monkeypatch.setattr(controller, "confirm", lambda text: asked.append(text) or False)  # the user says No
     view = controller.window().timeline
     view.load()
+    settled(qtbot, view)
     qtbot.mouseClick(view.delete_button, Qt.LeftButton)
+    settled(qtbot, view)
     assert asked and "Forget the frame of" in asked[0] and controller.memory.store.frame_usage()[0] == 3
 
 

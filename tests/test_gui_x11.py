@@ -48,7 +48,8 @@ def test_screenshots(probe):
     lines = [proc.stdout.readline().strip() for _ in range(2)]
     assert "shots done" in lines
     names = {p.name for p in shots.iterdir()}
-    assert names == {"ask.png", "search.png", "timeline.png", "settings.png", "recall-overlay.png"}
+    assert names == {"ask.png", "search.png", "timeline.png", "settings.png", "recall-overlay.png",
+                     "search-dark.png", "timeline-dark.png"}
     assert all((shots / n).stat().st_size > 5000 for n in names)
     keep = os.environ.get("MNEME_SCREENSHOTS_DIR")
     if keep:

@@ -20,7 +20,7 @@ MONO = "/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf"
 CHATS = {  # conversation, app: (day offset, hour, speaker, text)
     ("Family", "WhatsApp"): [
         (2, 8.5, "Mum", "Grandma's birthday dinner is at the Italian place on Friday at 7"),
-        (2, 8.6, "me", "Great, I'll book a table for six"),
+        (2, 8.6, "me", "Great, I'll book a table for six 🎉🍝"),
         (2, 19.2, "Ben", "Can someone pick up the cake from Hartley's bakery on Friday afternoon?"),
         (1, 12.1, "Mum", "The plumber is coming Tuesday about the boiler, the quote was 240 pounds"),
         (1, 12.3, "me", "Fine, I'll be home from 9 to let him in"),
@@ -86,6 +86,10 @@ SCREENS = [  # day offset, hour, app, title, lines
         "- seed swap Saturday 10:00"]),
 ]
 
+TYPED = [  # lines typed into a window after its picture: text-only frames (as capture stores them)
+    (0, 14.34, "xterm", "me@laptop: ~/notes", ["$ echo '- call Ben about the cake' >> todo.txt"]),
+]
+
 
 def render(title: str, lines: list[str], app: str, size=(1280, 800)) -> np.ndarray:
     from PIL import Image, ImageDraw, ImageFont
@@ -121,4 +125,7 @@ def fill(mem, days_back_from: datetime | None = None) -> None:
         page = title.removesuffix(" — Mozilla Firefox")
         mem.store.add_frame(FrameIn(f"demo-frame-{i}", at(day, hour), 1, app, page, rgb.shape[1], rgb.shape[0],
                                     encode_screen(rgb), encode_webp(rgb, THUMB_WIDTH, 40), "\n".join(lines), "[]"))
+    for i, (day, hour, app, title, lines) in enumerate(TYPED):
+        mem.store.add_frame(FrameIn(f"demo-typed-{i}", at(day, hour), 1, app, title, 1280, 800, b"", b"",
+                                    "\n".join(lines), "[]"))
     mem.embed_pending()

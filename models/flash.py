@@ -34,10 +34,11 @@ MiB = 1 << 20
 EXPERT = re.compile(r"_exps\.")                       # ffn_{gate,up,down}_exps: routed experts
 LAYER = re.compile(r"^blk\.(\d+)\.")
 AHEAD = 2                                             # layers read ahead of compute
-# Layers compute may run past the reader's last look (it looks every 2 ms; a small model
-# computes a few layers in that time, faulting their streamed bytes in itself): room for them
-# is kept in the window (measured on the packaged model in tests/test_flash.py).
-LAG = 3
+# What compute may fault in itself past the reader's last look (it looks every 2 ms): a small
+# model computes a few layers in that time (LAG layers' tails, measured on the packaged model in
+# tests/test_flash.py); a large one is held back by the disk, which reads only a few MB in that
+# time (LAG_BYTES). Room for the lesser is kept in the window.
+LAG, LAG_BYTES = 3, 8 * MiB
 RUNTIME_BYTES = 64 * MiB  # llama.cpp's own beside its buffers: ~48 MB at load, ~19 MB more at first decode
 # Tokens per forward pass (llama.cpp's n_ubatch). Its activations grow with n_ubatch * n_head *
 # n_ctx (and its reserved compute buffer with n_ubatch * n_vocab). Resident keeps
@@ -258,14 +259,18 @@ class Plan:
 
 def _window(streamed: dict[int, list[Tensor]]) -> int:
     """Most streamed bytes in memory at once: the layer computing, AHEAD layers read ahead and
-    LAG layers compute may reach before the reader drops what is behind."""
+    what compute may fault in before the reader drops what is behind (LAG, LAG_BYTES)."""
     if not streamed:
         return 0
     layers = sorted(streamed)
     sizes = [sum(t.size for t in streamed[i]) for i in layers]
-    n = min(len(sizes), AHEAD + 1 + LAG)
-    ring = sizes + sizes[:n - 1]
-    return max(sum(ring[i:i + n]) for i in range(len(sizes)))
+
+    def most(n: int) -> int:
+        n = min(len(sizes), n)
+        ring = sizes + sizes[:n - 1]
+        return max(sum(ring[i:i + n]) for i in range(len(sizes)))
+
+    return most(AHEAD + 1) + min(most(LAG), LAG_BYTES)
 
 
 def resolve_budget(setting: str, meminfo: dict[str, int] | None = None) -> int:
@@ -324,14 +329,14 @@ def make_plan(layout: Layout, budget: int, n_ctx: int, file_backed: bool = False
         raise UserError(
             f"llm_memory_budget {fmt_bytes(budget)} is too small for {layout.path.name}: its "
             f"always-resident part ({parts}, {fmt_bytes(always_bytes)}), the KV cache for n_ctx "
-            f"{n_ctx} ({fmt_bytes(kv)}), working memory ({fmt_bytes(work)}) and {AHEAD + 1 + LAG} "
+            f"{n_ctx} ({fmt_bytes(kv)}), working memory ({fmt_bytes(work)}) and {AHEAD + 1} "
             f"streamed layers need at least {-(-minimum // MiB)}M",
             f"set llm_memory_budget to at least {-(-minimum // MiB)}M, lower n_ctx, "
             "or choose a smaller model")
     plan.mode = "file-backed"
     # Every layer streams at most the same number of bytes, the tail of its FFN (MoE: expert)
     # tensors in file order, cut at a page boundary, and pins the rest: the read-ahead window
-    # (AHEAD + 1 + LAG layers' streamed bytes) is then the smallest it can be, so the most is pinned
+    # (AHEAD + 1 layers' streamed bytes and the lag) is then the smallest it can be, so the most is pinned
     # and the least read per token. The smallest cap that fits is found by bisection.
     per_layer = {i: sorted(ts, key=lambda t: t.offset) for i, ts in streamed_all.items()}
     room = budget - always_bytes - kv - work

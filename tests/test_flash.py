@@ -424,7 +424,7 @@ def test_capture_and_search_keep_working_while_a_budgeted_model_answers(open_mem
         kept = plan.pinned_bytes + plan.window_bytes
         slack = flash.PAGE * (len(plan.pinned) + sum(len(ts) for ts in plan.streamed.values()) + 2)
         assert plan.streamed_bytes > 0 and peak <= kept + slack, (peak, kept)
-        assert peak + plan.kv_bytes + plan.work_bytes <= budget
+        assert peak + plan.kv_bytes + plan.work_bytes <= budget + slack
         fd = os.open(model, os.O_RDONLY)
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         os.close(fd)

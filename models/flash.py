@@ -6,26 +6,22 @@ chooses the mode:
 - ``resident``: model + KV cache + working memory fit the budget; llama.cpp's defaults (mmap with
   its whole-file prefetch, CPU weight repacking) are kept, they are the fastest.
 - ``file-backed``: the weights stay in the page cache of the file, repacking off, the whole-file
-  prefetch off. A fixed set of tensors is pinned (the always-used ones: attention, norms, output;
-  for MoE every non-expert tensor; then as many whole FFN tensors as the budget holds) and the rest
-  streams layer by layer: read ahead of compute with ``posix_fadvise(WILLNEED)`` and dropped
-  behind it (``MADV_DONTNEED`` on llama.cpp's mapping, then ``POSIX_FADV_DONTNEED``), so streamed
-  pages never push pinned ones out. Per token that reads about (streamed bytes), not the whole file.
+  prefetch off. The always-used tensors are pinned (attention, norms, output; for MoE every
+  non-expert tensor), and of each layer's FFN (MoE: expert) tensors all but an equal tail, cut
+  at a page boundary, as large as the budget allows. The tails stream layer by layer: read ahead
+  of compute and dropped behind it, so streamed pages never push pinned ones out. Per token that
+  reads about the streamed bytes, (model - budget) plus a window of a few layers' tails.
 
-``Placement`` carries the policy out at run time; ``NoPrefetch`` turns llama.cpp's whole-file
-prefetch off while a model loads. Nothing here imports llama_cpp.
+``mneme.models.placement`` carries a plan out at run time. Nothing here imports llama_cpp.
 """
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import mmap
 import os
-import queue
 import re
 import struct
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,7 +34,21 @@ MiB = 1 << 20
 EXPERT = re.compile(r"_exps\.")                       # ffn_{gate,up,down}_exps: routed experts
 LAYER = re.compile(r"^blk\.(\d+)\.")
 AHEAD = 2                                             # layers read ahead of compute
-RUNTIME_BYTES = 64 * MiB                              # llama.cpp's own allocations beside the buffers
+# What compute may fault in itself past the reader's last look (it looks every 2 ms): a small
+# model computes a few layers in that time (LAG layers' tails, measured on the packaged model in
+# tests/test_flash.py); a large one is held back by the disk, which reads only a few MB in that
+# time (LAG_BYTES). Room for the lesser is kept in the window.
+LAG, LAG_BYTES = 3, 8 * MiB
+RUNTIME_BYTES = 64 * MiB  # llama.cpp's own beside its buffers: ~48 MB at load, ~19 MB more at first decode
+# Tokens per forward pass (llama.cpp's n_ubatch). Its activations grow with n_ubatch * n_head *
+# n_ctx (and its reserved compute buffer with n_ubatch * n_vocab). Resident keeps
+# llama.cpp's 512 (fastest prompt reading); file-backed takes 128: prompt reading stays
+# compute-bound (a pass over 128 tokens computes far longer than the streamed weights take to
+# read), decoding passes one token or a few guessed ones, and the buffer is a quarter the size.
+# n_batch is set to the same: one graph per llama_decode, as the placement follows compute by
+# counting a graph's nodes.
+RESIDENT_UBATCH, FILE_BACKED_UBATCH = 512, 128
+MAX_OUTPUTS = 16                                      # logits rows a verifying pass asks for
 PAGE = mmap.PAGESIZE
 
 
@@ -70,6 +80,9 @@ class Layout:
     n_head_kv: int
     n_vocab: int
     tensors: tuple[Tensor, ...]
+    n_ff: int = 0
+    key_length: int = 0      # per head; 0: n_embd / n_head
+    value_length: int = 0
 
     @property
     def moe(self) -> bool:
@@ -78,11 +91,23 @@ class Layout:
     def kv_bytes(self, n_ctx: int) -> int:
         """f16 K and V for every layer and position (llama.cpp's default cache type)."""
         head_dim = self.n_embd // max(1, self.n_head)
-        return 2 * 2 * self.n_layer * n_ctx * self.n_head_kv * head_dim
+        k, v = self.key_length or head_dim, self.value_length or head_dim
+        return 2 * self.n_layer * _ctx_padded(n_ctx) * self.n_head_kv * (k + v)
 
-    def work_bytes(self, n_batch: int = 512) -> int:
-        """Compute buffers (logits and activations of one batch) plus the runtime's own."""
-        return 4 * n_batch * (self.n_vocab + 4 * self.n_embd) + RUNTIME_BYTES
+    def work_bytes(self, n_ubatch: int = RESIDENT_UBATCH, n_ctx: int = 4096) -> int:
+        """What llama.cpp touches beside weights and KV cache: activations of a pass over
+        n_ubatch tokens (attention scores over the whole context, FFN and residual rows), logits
+        of MAX_OUTPUTS tokens twice (compute and output buffers) and the runtime's own
+        allocations (vocabulary, threads). Its compute buffer is reserved for a worst-case graph
+        with logits for all n_ubatch tokens (4 * n_ubatch * n_vocab bytes: 128 MiB for a 262k
+        vocabulary at n_ubatch 128), but no pass Mneme runs asks for them, and untouched pages
+        cost no memory. Checked against llama.cpp's measured growth in tests/test_flash.py."""
+        compute = 4 * n_ubatch * (self.n_head * _ctx_padded(n_ctx) + 4 * self.n_embd + 2 * self.n_ff)
+        return compute + 2 * 4 * MAX_OUTPUTS * self.n_vocab + RUNTIME_BYTES
+
+
+def _ctx_padded(n_ctx: int) -> int:
+    return -(-n_ctx // 256) * 256  # llama.cpp pads the KV cache to 256 cells
 
 
 def _classify(name: str, tied: bool) -> tuple[int | None, str]:
@@ -187,7 +212,9 @@ def read_layout(path: str | os.PathLike[str]) -> Layout:
     return Layout(p, p.stat().st_size, arch, int(meta.get(f"{arch}.block_count", 0)),
                   int(meta.get(f"{arch}.embedding_length", 0)), n_head,
                   int(meta.get(f"{arch}.attention.head_count_kv", n_head) or n_head), n_vocab,
-                  tuple(tensors))
+                  tuple(tensors), int(meta.get(f"{arch}.feed_forward_length", 0)),
+                  int(meta.get(f"{arch}.attention.key_length", 0)),
+                  int(meta.get(f"{arch}.attention.value_length", 0)))
 
 
 @dataclass
@@ -202,6 +229,7 @@ class Plan:
     streamed: dict[int, list[Tensor]] = field(default_factory=dict)
     moe: bool = False
     minimum_budget: int = 0
+    n_ubatch: int = FILE_BACKED_UBATCH
 
     @property
     def pinned_bytes(self) -> int:
@@ -225,25 +253,24 @@ class Plan:
         return {"mode": self.mode, "budget": self.budget, "file_bytes": self.file_size,
                 "resident_bytes": self.resident_bytes, "pinned_bytes": self.pinned_bytes,
                 "streamed_bytes": self.streamed_bytes, "kv_bytes": self.kv_bytes,
-                "work_bytes": self.work_bytes,
+                "work_bytes": self.work_bytes, "n_ubatch": self.n_ubatch,
                 "moe": self.moe, "minimum_budget": self.minimum_budget}
 
 
 def _window(streamed: dict[int, list[Tensor]]) -> int:
-    """Most streamed bytes in memory at once: the layer computing and AHEAD layers read ahead."""
+    """Most streamed bytes in memory at once: the layer computing, AHEAD layers read ahead and
+    what compute may fault in before the reader drops what is behind (LAG, LAG_BYTES)."""
     if not streamed:
         return 0
     layers = sorted(streamed)
     sizes = [sum(t.size for t in streamed[i]) for i in layers]
-    n = min(len(sizes), AHEAD + 1)
-    ring = sizes + sizes[:n - 1]
-    return max(sum(ring[i:i + n]) for i in range(len(sizes)))
 
+    def most(n: int) -> int:
+        n = min(len(sizes), n)
+        ring = sizes + sizes[:n - 1]
+        return max(sum(ring[i:i + n]) for i in range(len(sizes)))
 
-def _spread(layers: list[int]) -> list[int]:
-    """*layers* in van der Corput order: every prefix is spread evenly over the model."""
-    bits = max(1, (len(layers) - 1).bit_length())
-    return sorted(layers, key=lambda i: (int(f"{layers.index(i):0{bits}b}"[::-1], 2), i))
+    return most(AHEAD + 1) + min(most(LAG), LAG_BYTES)
 
 
 def resolve_budget(setting: str, meminfo: dict[str, int] | None = None) -> int:
@@ -280,11 +307,10 @@ def _cgroup_limit() -> int | None:
     return None
 
 
-def make_plan(layout: Layout, budget: int, n_ctx: int, file_backed: bool = False,
-              n_batch: int = 512) -> Plan:
+def make_plan(layout: Layout, budget: int, n_ctx: int, file_backed: bool = False) -> Plan:
     """The mode and the pinned and streamed tensors for *budget* bytes; refuses a budget that
     cannot hold the always-resident part, the KV cache and working memory."""
-    kv, work = layout.kv_bytes(n_ctx), layout.work_bytes(n_batch)
+    kv, work = layout.kv_bytes(n_ctx), layout.work_bytes(FILE_BACKED_UBATCH, n_ctx)
     always = [t for t in layout.tensors if t.kind == "always"]
     always_bytes = sum(t.size for t in always)
     layered = [t for t in layout.tensors if t.kind in ("ffn", "expert")]
@@ -294,8 +320,9 @@ def make_plan(layout: Layout, budget: int, n_ctx: int, file_backed: bool = False
     minimum = always_bytes + kv + work + _window(streamed_all)
     plan = Plan("resident", budget, layout.file_size, kv, work, always_bytes, moe=layout.moe,
                 minimum_budget=minimum)
-    if not file_backed and layout.file_size + kv + work <= budget:
-        plan.pinned = list(layout.tensors)
+    resident_work = layout.work_bytes(RESIDENT_UBATCH, n_ctx)
+    if not file_backed and layout.file_size + kv + resident_work <= budget:
+        plan.pinned, plan.work_bytes, plan.n_ubatch = list(layout.tensors), resident_work, RESIDENT_UBATCH
         return plan
     if budget < minimum:
         parts = "non-expert tensors" if layout.moe else "attention, norms and output"
@@ -307,328 +334,67 @@ def make_plan(layout: Layout, budget: int, n_ctx: int, file_backed: bool = False
             f"set llm_memory_budget to at least {-(-minimum // MiB)}M, lower n_ctx, "
             "or choose a smaller model")
     plan.mode = "file-backed"
-    # Fill what is left with whole tensors (dense FFN; for MoE the experts), layers in an order
-    # that leaves the streamed ones evenly spread: reading one overlaps computing pinned ones.
-    streamed = {k: list(v) for k, v in streamed_all.items()}
-    pinned, used = list(always), always_bytes + kv + work
-    order = {layer: rank for rank, layer in enumerate(_spread(sorted(streamed_all)))}
-    for t in sorted(layered, key=lambda x: (-order[x.layer], x.offset)):
-        streamed[t.layer].remove(t)
-        if not streamed[t.layer]:
+    # Every layer streams at most the same number of bytes, the tail of its FFN (MoE: expert)
+    # tensors in file order, cut at a page boundary, and pins the rest: the read-ahead window
+    # (AHEAD + 1 layers' streamed bytes and the lag) is then the smallest it can be, so the most is pinned
+    # and the least read per token. The smallest cap that fits is found by bisection.
+    per_layer = {i: sorted(ts, key=lambda t: t.offset) for i, ts in streamed_all.items()}
+    room = budget - always_bytes - kv - work
+
+    def split(cap: int) -> tuple[list[Tensor], dict[int, list[Tensor]]]:
+        pinned, streamed = [], {}
+        for i, ts in per_layer.items():
+            left, tails = cap, []
+            for t in reversed(ts):
+                if left <= 0:
+                    pinned.append(t)
+                elif t.size <= left:
+                    tails.append(t)
+                    left -= t.size
+                else:
+                    end = -(-(t.offset + t.size - left) // PAGE) * PAGE  # streams at most `left`
+                    head, tail = _cut(t, end)
+                    pinned += [head] if head else []
+                    tails += [tail] if tail else []
+                    left = 0
+            if tails:
+                streamed[i] = sorted(tails, key=lambda t: t.offset)
+        return pinned, streamed
+
+    def fits(cap: int) -> bool:
+        pinned, streamed = split(cap)
+        return sum(t.size for t in pinned) + _window(streamed) <= room
+
+    lo, hi = 0, max((sum(t.size for t in ts) for ts in per_layer.values()), default=0)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if fits(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    pinned, streamed = split(hi)
+    # What page rounding left of the budget holds the leading pages of streamed tails (a head
+    # pinned never grows the window, so every step stays within the budget).
+    used = always_bytes + kv + work + sum(t.size for t in pinned)
+    for t in sorted((x for ts in streamed.values() for x in ts), key=lambda x: x.offset):
+        head, tail = _cut(t, (t.offset + min(t.size, budget - used - _window(streamed))) // PAGE * PAGE)
+        if head is None or head.size < PAGE:
+            continue
+        rest = [x for x in streamed[t.layer] if x is not t] + ([tail] if tail else [])
+        if rest:
+            streamed[t.layer] = sorted(rest, key=lambda x: x.offset)
+        else:
             del streamed[t.layer]
-        if used + t.size + _window(streamed) > budget:
-            streamed.setdefault(t.layer, []).append(t)
-            streamed[t.layer].sort(key=lambda x: x.offset)
-            break
-        pinned.append(t)
-        used += t.size
-    plan.pinned, plan.streamed = pinned, streamed
+        pinned.append(head)
+        used += head.size
+    plan.pinned, plan.streamed = list(always) + pinned, streamed
     return plan
 
 
-# --- run time -------------------------------------------------------------------------------------
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.mmap.restype = ctypes.c_void_p
-_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
-                       ctypes.c_long]
-_libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-_libc.posix_madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-_libc.mlock.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-_libc.sem_init.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint]
-_libc.sem_getvalue.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int)]
-_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-_libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0x8000)
-MADV_WILLNEED, MADV_DONTNEED, MADV_POPULATE_READ = 3, 4, 22
-
-
-def _ranges(tensors: list[Tensor], file_size: int) -> list[tuple[int, int]]:
-    """Page-aligned (start, length) covering *tensors*, touching ranges merged. Pages shared with a
-    neighbour are kept out of streamed ranges by the caller (it subtracts the pinned ones)."""
-    spans = sorted((t.offset // PAGE * PAGE, min(file_size, -(-(t.offset + t.size) // PAGE) * PAGE))
-                   for t in tensors)
-    out: list[list[int]] = []
-    for a, b in spans:
-        if out and a <= out[-1][1]:
-            out[-1][1] = max(out[-1][1], b)
-        else:
-            out.append([a, b])
-    return [(a, b - a) for a, b in out]
-
-
-def _minus(ranges: list[tuple[int, int]], holes: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    out = []
-    for a, n in ranges:
-        pieces = [(a, a + n)]
-        for h, m in holes:
-            nxt = []
-            for x, y in pieces:
-                if h + m <= x or h >= y:
-                    nxt.append((x, y))
-                    continue
-                if x < h:
-                    nxt.append((x, h))
-                if h + m < y:
-                    nxt.append((h + m, y))
-            pieces = nxt
-        out += [(x, y - x) for x, y in pieces if y > x]
-    return out
-
-
-def read_bytes() -> int:
-    """Bytes this process has caused to be read from storage (``/proc/self/io``)."""
-    try:
-        with open("/proc/self/io") as f:
-            for line in f:
-                if line.startswith("read_bytes:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-class NoPrefetch:
-    """While active, the library at *lib_path* maps files without MAP_POPULATE and its
-    ``madvise``/``posix_madvise(WILLNEED)`` calls do nothing: llama.cpp's load then reads no weight
-    ahead of use. Done by pointing the library's GOT entries for those functions at filters."""
-
-    _lock = threading.Lock()  # one load at a time patches and restores
-
-    def __init__(self, lib_path: str):
-        self.lib_path = os.path.realpath(lib_path)
-        self._saved: list[tuple[int, int]] = []
-        self.active = False
-
-    def _got_entries(self) -> dict[str, list[int]]:
-        from elftools.elf.elffile import ELFFile
-        from elftools.elf.relocation import RelocationSection
-
-        base = None
-        with open("/proc/self/maps") as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) >= 6 and os.path.realpath(parts[5]) == self.lib_path and int(parts[2], 16) == 0:
-                    base = int(parts[0].split("-")[0], 16)
-                    break
-        if base is None:
-            return {}
-        out: dict[str, list[int]] = {}
-        with open(self.lib_path, "rb") as fh:
-            elf = ELFFile(fh)
-            first_load = min(s["p_vaddr"] for s in elf.iter_segments() if s["p_type"] == "PT_LOAD")
-            for section in elf.iter_sections():
-                if not isinstance(section, RelocationSection):
-                    continue
-                symtab = elf.get_section(section["sh_link"])
-                for rel in section.iter_relocations():
-                    sym = symtab.get_symbol(rel["r_info_sym"]) if rel["r_info_sym"] else None
-                    if sym is not None and sym.name in ("mmap", "mmap64", "madvise", "posix_madvise"):
-                        out.setdefault(sym.name, []).append(base - first_load + rel["r_offset"])
-        return out
-
-    def __enter__(self):
-        self._lock.acquire()
-        try:
-            entries = self._got_entries()
-        except Exception:  # noqa: BLE001 - a library we cannot read keeps its prefetch
-            log.warning("cannot read %s; llama.cpp's whole-file prefetch stays on", self.lib_path,
-                        exc_info=True)
-            return self
-        real_mmap, real_madvise = _libc.mmap, _libc.madvise
-        real_pmadvise = _libc.posix_madvise
-
-        @ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int,
-                          ctypes.c_int, ctypes.c_int, ctypes.c_long)
-        def _mmap(addr, length, prot, flags, fd, off):
-            return real_mmap(addr, length, prot, flags & ~MAP_POPULATE, fd, off)
-
-        @ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-        def _madvise(addr, length, advice):
-            return 0 if advice == MADV_WILLNEED else real_madvise(addr, length, advice)
-
-        @ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-        def _pmadvise(addr, length, advice):
-            return 0 if advice == MADV_WILLNEED else real_pmadvise(addr, length, advice)
-
-        self._funcs = {"mmap": _mmap, "mmap64": _mmap, "madvise": _madvise, "posix_madvise": _pmadvise}
-        for name, addrs in entries.items():
-            target = ctypes.cast(self._funcs[name], ctypes.c_void_p).value
-            for addr in addrs:
-                page = addr // PAGE * PAGE
-                _libc.mprotect(ctypes.c_void_p(page), ctypes.c_size_t(PAGE), 3)  # RELRO: make writable
-                slot = ctypes.c_void_p.from_address(addr)
-                self._saved.append((addr, slot.value))
-                slot.value = target
-        self.active = bool(entries.get("mmap") or entries.get("mmap64"))
-        return self
-
-    def __exit__(self, *exc):
-        for addr, value in reversed(self._saved):
-            ctypes.c_void_p.from_address(addr).value = value
-        self._saved.clear()
-        self._lock.release()
-
-
-def _mapping_of(path: Path, size: int, other_than: int) -> int | None:
-    """Where file offset 0 of llama.cpp's mapping of *path* lies (it unmaps the header after
-    loading, so its first piece may start further in); *other_than* is our own mapping."""
-    real = os.path.realpath(path)
-    with open("/proc/self/maps") as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) >= 6 and parts[5] == real:
-                lo = int(parts[0].split("-")[0], 16)
-                if not other_than <= lo < other_than + size:
-                    return lo - int(parts[2], 16)
-    return None
-
-
-class Placement:
-    """Carries out a file-backed plan: pins the pinned tensors through a second mapping (mlocked
-    if permitted, else read once and kept hot because nothing streamed stays behind), and follows
-    compute through each ``llama_decode`` to read the next streamed layers ahead and drop the
-    finished ones. Compute is followed without a Python call per node: llama.cpp's abort callback,
-    which ggml's CPU backend calls after every node, is libc's ``sem_post`` on a semaphore of
-    ours, so the node count is read with ``sem_getvalue``; nodes per graph are learned from the
-    previous decode. ``close()`` unlocks and unmaps."""
-
-    POLL = 0.002  # seconds between looks at the node count
-
-    def __init__(self, plan: Plan, path: Path, n_layer: int):
-        self.plan, self.path, self.n_layer = plan, Path(path), max(1, n_layer)
-        self.fd = os.open(self.path, os.O_RDONLY)
-        size = plan.file_size
-        self.pinned_ranges = _ranges(plan.pinned, size)
-        self.layer_ranges = {i: _minus(_ranges(ts, size), self.pinned_ranges)
-                             for i, ts in plan.streamed.items()}
-        self.layers = sorted(self.layer_ranges)
-        self.locked = False
-        self._addr = _libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, self.fd, 0)
-        if self._addr in (None, ctypes.c_void_p(-1).value):
-            os.close(self.fd)
-            raise OSError(ctypes.get_errno(), f"cannot map {self.path}")
-        self._llama_addr: int | None = None
-        self._sem = (ctypes.c_long * 8)()  # a sem_t (32 bytes on glibc), 8-aligned
-        _libc.sem_init(self._sem, 0, 0)
-        self.nodes = 34 * self.n_layer + 16  # a llama-like guess until the first decode says
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._ended = threading.Event()
-        self._ahead: set[int] = set()
-        self._current = -1
-        self.layer_events = 0  # layer changes seen while following compute
-        self._buf = bytearray(4 * MiB)
-        self._populate = True
-        self._thread = threading.Thread(target=self._run, name="mneme-flash", daemon=True)
-        self._closed = False
-
-    @property
-    def counter(self) -> int:
-        """The address to hand llama.cpp as the abort callback's data (``sem_post``'s sem)."""
-        return ctypes.addressof(self._sem)
-
-    @staticmethod
-    def callback_address() -> int:
-        return ctypes.cast(_libc.sem_post, ctypes.c_void_p).value
-
-    def _count(self) -> int:
-        v = ctypes.c_int()
-        _libc.sem_getvalue(self._sem, ctypes.byref(v))
-        return v.value
-
-    def start(self) -> None:
-        """After llama.cpp has mapped the file: pin, then start the reader thread."""
-        self._llama_addr = _mapping_of(self.path, self.plan.file_size, self._addr)
-        if self._llama_addr is None:
-            log.warning("llama.cpp's mapping of %s not found; streamed pages cannot be dropped",
-                        self.path)
-        self.locked = True
-        for start, length in self.pinned_ranges:
-            os.posix_fadvise(self.fd, start, length, os.POSIX_FADV_WILLNEED)
-        for start, length in self.pinned_ranges:
-            if _libc.mlock(ctypes.c_void_p(self._addr + start), ctypes.c_size_t(length)) != 0:
-                self.locked = False
-                break
-        if not self.locked:  # read once into the page cache in large sequential reads
-            for start, length in self.pinned_ranges:
-                self._read(start, length)
-        for i in self.layers:  # whatever the load left of streamed layers goes
-            self._drop(i)
-        self._thread.start()
-        self._queue.put("next")
-
-    def begin_decode(self) -> None:
-        _libc.sem_init(self._sem, 0, 0)  # compute is not running: safe to reset
-        self._ended.clear()
-        self._queue.put("follow")
-
-    def end_decode(self) -> None:
-        n = self._count()
-        if n > self.n_layer:
-            self.nodes = n
-        self._ended.set()
-
-    def _read(self, start: int, length: int) -> None:
-        for off in range(start, start + length, len(self._buf)):
-            os.preadv(self.fd, [memoryview(self._buf)[:min(len(self._buf), start + length - off)]], off)
-
-    def _read_ahead(self, layer: int) -> None:
-        """Into llama.cpp's mapping ahead of compute: MADV_POPULATE_READ reads in large requests
-        and maps the pages, no copy and no page faults left for compute (Linux 5.14+); else
-        large sequential reads into the page cache (readahead hints alone arrive late)."""
-        for start, length in self.layer_ranges.get(layer, ()):
-            os.posix_fadvise(self.fd, start, length, os.POSIX_FADV_WILLNEED)
-        for start, length in self.layer_ranges.get(layer, ()):
-            if self._populate and self._llama_addr is not None and _libc.madvise(
-                    ctypes.c_void_p(self._llama_addr + start), ctypes.c_size_t(length),
-                    MADV_POPULATE_READ) == 0:
-                continue
-            self._populate = False
-            self._read(start, length)
-
-    def _drop(self, layer: int) -> None:
-        for start, length in self.layer_ranges.get(layer, ()):
-            if self._llama_addr is not None:
-                _libc.madvise(ctypes.c_void_p(self._llama_addr + start), ctypes.c_size_t(length),
-                              MADV_DONTNEED)
-            os.posix_fadvise(self.fd, start, length, os.POSIX_FADV_DONTNEED)
-
-    def _move_to(self, layer: int) -> None:
-        """Compute is at *layer*: keep it and the AHEAD streamed layers after it (wrapping to the
-        next token's first ones), drop the rest."""
-        n = len(self.layers)
-        if not n or layer == self._current:
-            return
-        self._current = layer
-        self.layer_events += 1
-        k = next((j for j, x in enumerate(self.layers) if x >= layer), n)
-        want = [self.layers[(k + j) % n] for j in range(min(n, AHEAD + 1))]
-        for x in list(self._ahead):
-            if x not in want:
-                self._drop(x)
-                self._ahead.discard(x)
-        for x in want:
-            if x not in self._ahead:
-                self._read_ahead(x)
-                self._ahead.add(x)
-
-    def _run(self) -> None:
-        while True:
-            msg = self._queue.get()
-            if msg is None:
-                return
-            if msg == "follow":
-                while not self._ended.is_set():
-                    self._move_to(min(self.n_layer - 1, self._count() * self.n_layer // self.nodes))
-                    self._ended.wait(self.POLL)
-            self._move_to(0)  # the next token starts at the first layer
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._queue.put(None)
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
-        _libc.munmap(ctypes.c_void_p(self._addr), ctypes.c_size_t(self.plan.file_size))  # unlocks
-        os.close(self.fd)
+def _cut(t: Tensor, end: int) -> tuple[Tensor | None, Tensor | None]:
+    """*t* split at file offset *end*: the head before it, the tail from it (None when empty)."""
+    end = min(max(end, t.offset), t.offset + t.size)
+    head = Tensor(t.name, t.offset, end - t.offset, t.layer, t.kind) if end > t.offset else None
+    tail = Tensor(t.name, end, t.offset + t.size - end, t.layer, t.kind) \
+        if end < t.offset + t.size else None
+    return head, tail

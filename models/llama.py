@@ -1,10 +1,14 @@
 """The on-device LLM: llama.cpp through llama-cpp-python (the only module that imports llama_cpp).
 
-How the weights are held follows the memory budget (``models/flash.py``): all resident (mmapped,
-repacked for speed) when model and KV cache fit; otherwise file-backed, repacking and the whole-file
-prefetch off, a pinned set of tensors kept in memory and the rest streamed layer by layer, driven
-by following compute node by node (ggml's abort callback counting on a semaphore). Extra buffer types (weight repacking, and the AMX path that
-crashes on some CPUs) are also off on CPUs that report AMX. llama.cpp's own log goes to ``logging``.
+How the weights are held follows the memory budget (``models/flash.py`` plans it,
+``models/placement.py`` carries it out): all resident (mmapped, repacked for speed) when model and
+KV cache fit; otherwise file-backed, repacking and the whole-file prefetch off, a pinned set of
+bytes kept in memory and the rest streamed layer by layer, driven by following compute node by
+node (ggml's abort callback counting on a semaphore). File-backed with the policy, prompt-lookup
+guesses are verified several per forward pass (``Lookup``): a pass costs about the same for one
+token as for ten when reading the streamed weights dominates it. Extra buffer types (weight
+repacking, and the AMX path that crashes on some CPUs) are also off on CPUs that report AMX.
+llama.cpp's own log goes to ``logging``.
 """
 
 from __future__ import annotations
@@ -58,6 +62,71 @@ STOPS = ["\n", "](", "] (", "</memory>", "<memory>", "Question:", "Excerpts:", "
 _DATA = "\x00data\x00"
 
 
+class Lookup:
+    """Prompt-lookup guesses (llama-cpp-python's ``LlamaPromptLookupDecoding``: the tokens that
+    followed the last n-gram where it occurred before, in the prompt or the answer so far), with
+    counts: tokens guessed, guesses accepted, and forward passes after the prompt's. llama-cpp-
+    python asks for a guess before each pass, with the tokens so far: those added since the last
+    guess are the guesses it accepted and one token sampled, so acceptance is counted at the next
+    guess (the last pass of an answer is not counted). ``start()`` before each completion."""
+
+    def __init__(self, max_ngram_size: int = 2, num_pred_tokens: int = 10):
+        from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
+
+        self.guesser = LlamaPromptLookupDecoding(max_ngram_size, num_pred_tokens)
+        self.guessed = self.accepted = self.passes = 0
+        self._seen: int | None = None
+
+    def start(self) -> None:
+        self._seen = None
+
+    def __call__(self, input_ids, /, **kwargs):
+        if self._seen is not None:
+            self.accepted += len(input_ids) - self._seen - 1
+        out = self.guesser(input_ids, **kwargs)
+        self._seen = len(input_ids)
+        self.guessed += len(out)
+        self.passes += 1
+        return out
+
+
+_llama_class = None
+
+
+def _llama():
+    """``llama_cpp.Llama`` that, with a guesser (``draft_model``), asks llama.cpp for every
+    position's logits only in the short passes that verify guesses and keeps no copy of them.
+    (Llama itself then asks for logits of every prompt token too, and copies each row into
+    ``scores``: n_vocab floats per token, 600 KB for a 150k vocabulary, hundreds of MB per
+    prompt — the memory a budget is meant to keep.) Without a guesser it is Llama unchanged."""
+    global _llama_class
+    if _llama_class is not None:
+        return _llama_class
+    import llama_cpp
+
+    from mneme.models.flash import MAX_OUTPUTS
+
+    class _Llama(llama_cpp.Llama):
+        def eval(self, tokens):
+            if self.draft_model is None:
+                return super().eval(tokens)
+            # Only logits of verified positions are read (``sample(idx=)`` counts back from the
+            # last output); no logprobs are asked, so ``scores`` is never read.
+            verify = len(tokens) <= MAX_OUTPUTS
+            self._ctx.kv_cache_seq_rm(-1, self.n_tokens, -1)
+            for i in range(0, len(tokens), self.n_batch):
+                batch = tokens[i:i + self.n_batch]
+                n_past = self.n_tokens
+                self._batch.set_batch(batch=batch, n_past=n_past, logits_all=verify)
+                self._ctx.decode(self._batch)
+                self.input_ids[n_past:n_past + len(batch)] = batch
+                self.n_tokens += len(batch)
+                self._requires_eval = False
+
+    _llama_class = _Llama
+    return _Llama
+
+
 @contextlib.contextmanager
 def _model_params(**fields):
     """llama-cpp-python's constructor has no argument for some model params (use_extra_bufts):
@@ -84,12 +153,16 @@ class LlamaLLM:
     """Owns one llama.cpp model; ``close()`` frees it (do not rely on garbage collection)."""
 
     def __init__(self, path: Path, n_ctx: int = 4096, n_threads: int = 2, low_memory: bool = False,
-                 budget: str | int = "auto", policy: bool = True):
+                 budget: str | int = "auto", policy: bool = True, lookup: bool | None = None):
         """*budget*: bytes, or a setting like "1.5G", "50%", "auto". *low_memory* forces the
-        file-backed mode; *policy* False keeps it plain mmap (pages left to the kernel)."""
+        file-backed mode; *policy* False keeps it plain mmap (pages left to the kernel).
+        *lookup*: verify prompt-lookup guesses several tokens per forward pass; by default on
+        exactly when the policy streams weights (a pass then costs about the same for one token
+        as for ten, as reading the streamed weights dominates it), off when resident (there
+        compute dominates and rejected guesses cost time)."""
         import llama_cpp
 
-        from mneme.models import flash
+        from mneme.models import flash, placement
 
         _route_llama_log()
         self.path = Path(path)
@@ -101,15 +174,17 @@ class LlamaLLM:
         self.plan = flash.make_plan(layout, budget_bytes, n_ctx, file_backed=low_memory)
         resident = self.plan.mode == "resident"
         self.extra_bufts = resident and not cpu_has_amx()
-        self.placement = flash.Placement(self.plan, self.path, layout.n_layer) \
+        self.placement = placement.Placement(self.plan, self.path, layout.n_layer) \
             if not resident and policy else None
-        prefetch = flash.NoPrefetch(llama_cpp.llama_cpp._lib._name) if self.placement is not None \
+        prefetch = placement.NoPrefetch(llama_cpp.llama_cpp._lib._name) if self.placement is not None \
             else contextlib.nullcontext()  # plain mmap keeps llama.cpp's own loading
+        self.lookup = Lookup() if (self.placement is not None if lookup is None else lookup) else None
         try:
             with prefetch, _model_params(use_extra_bufts=self.extra_bufts):
-                self._llm = llama_cpp.Llama(
+                self._llm = _llama()(
                     str(self.path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
-                    use_mmap=True, use_mlock=False, verbose=False, seed=0, swa_full=True)
+                    n_batch=self.plan.n_ubatch, n_ubatch=self.plan.n_ubatch, use_mmap=True,
+                    use_mlock=False, verbose=False, seed=0, draft_model=self.lookup, swa_full=True)
             if self.placement is not None:
                 self._follow_compute(self.placement)
                 self.placement.start()
@@ -146,7 +221,10 @@ class LlamaLLM:
         out = self.plan.summary()
         out.update(policy=self.placement is not None, pinned_locked=bool(
             self.placement and self.placement.locked), read_per_token=self.read_per_token,
-            prefetch_off=self.prefetch_off, model=self.id)
+            prefetch_off=self.prefetch_off, model=self.id, lookup=self.lookup is not None)
+        if self.lookup is not None:
+            out.update(guessed=self.lookup.guessed, accepted=self.lookup.accepted,
+                       verify_passes=self.lookup.passes)
         return out
 
     def count_tokens(self, text: str) -> int:
@@ -175,12 +253,16 @@ class LlamaLLM:
 
     def stream(self, prompt: list[tuple[str, bool]], max_tokens: int,
                cancel: threading.Event) -> Iterator[str]:
-        from mneme.models.flash import read_bytes
+        from mneme.models.placement import read_bytes
 
         with self._lock:
-            # No reset: llama-cpp-python keeps the KV of the prompt's longest common prefix with
-            # the last one (the instructions), so only what follows is evaluated. The sliding-window
-            # layers of models like Gemma 3 keep every position (swa_full) so that prefix is whole.
+            # Resident, no reset: llama-cpp-python keeps the KV of the prompt's longest common
+            # prefix with the last one (the instructions), so only what follows is evaluated. The
+            # sliding-window layers of models like Gemma 3 keep every position (swa_full) so that
+            # prefix is whole. Prompt lookup's verification passes start from a fresh context.
+            if self.lookup is not None:
+                self._llm.reset()
+                self.lookup.start()
             first, n = None, 0
             try:
                 for part in self._llm.create_completion(

@@ -27,107 +27,98 @@ sys.path.insert(0, str(ROOT))
 
 CHILD = r"""
 import json, os, sys, time
-cgroup_procs, mode, path, limit, tokens = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+cgroup_procs, mode, path, limit, tokens, prompt_kind = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
 with open(cgroup_procs, "w") as f:
     f.write(str(os.getpid()))
 fd = os.open(path, os.O_RDONLY)
 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)   # cold page cache
 os.close(fd)
 sys.path.insert(0, %r)
-from mneme.models.flash import read_bytes
+import threading
+from mneme.models.placement import read_bytes
 from mneme.models.llama import LlamaLLM
+from tests.bench.flash_bench import ANSWER_CONTEXT, ANSWER_QUESTION, INSTRUCTIONS
 
 def rss(key):
     for line in open("/proc/self/status"):
         if line.startswith(key):
             return int(line.split()[1]) * 1024
 base = rss("VmRSS:")
+n_ctx = 512 if prompt_kind == "ids" else 4096
 t0 = time.perf_counter()
 if mode == "plain":
-    llm = LlamaLLM(path, n_ctx=512, n_threads=2, low_memory=True, budget=limit - base, policy=False)
-else:
-    llm = LlamaLLM(path, n_ctx=512, n_threads=2, budget=limit - base)
+    llm = LlamaLLM(path, n_ctx=n_ctx, n_threads=2, low_memory=True, budget=limit - base, policy=False)
+else:  # "mneme": placement and (when file-backed) prompt lookup; "policy": placement only
+    llm = LlamaLLM(path, n_ctx=n_ctx, n_threads=2, budget=limit - base,
+                   lookup=False if mode == "policy" else None)
 load = time.perf_counter() - t0
-prompt = list(range(100, 108))
-t1 = time.perf_counter()
-stamps, r0 = [], None
-for i, part in enumerate(llm._llm.create_completion(prompt, max_tokens=tokens, temperature=0.0, top_k=1, stream=True)):
+stamps, reads = [], []
+sample = llm._llm.sample
+def timed(*a, **k):  # one call per token decoded, guessed or not
+    token = sample(*a, **k)
     stamps.append(time.perf_counter())
-    if r0 is None:
-        r0 = read_bytes()
-r1 = read_bytes()
+    reads.append(read_bytes())
+    return token
+llm._llm.sample = timed
+t1 = time.perf_counter()
+text = ""
+if prompt_kind == "ids":
+    if llm.lookup is not None:
+        llm.lookup.start()
+    for part in llm._llm.create_completion(list(range(100, 108)), max_tokens=tokens, temperature=0.0, top_k=1, stream=True):
+        pass
+else:
+    prompt = llm.prompt(INSTRUCTIONS, ANSWER_CONTEXT, ANSWER_QUESTION)
+    text = "".join(llm.stream(prompt, tokens, threading.Event()))
 n = len(stamps) - 1
 status = llm.memory_status()
 llm.close()
-print(json.dumps({"mode": status["mode"] if mode != "plain" else "plain mmap", "load_s": load,
-                  "ttft_s": stamps[0] - t1, "tok_s": n / (stamps[-1] - stamps[0]), "tokens": n,
-                  "read_per_token": (r1 - r0) / n, "peak_rss": rss("VmHWM:"), "base_rss": base,
-                  "pinned_bytes": status["pinned_bytes"], "locked": status["pinned_locked"],
-                  "prefetch_off": status["prefetch_off"]}))
+out = {"mode": {"plain": "plain mmap", "policy": status["mode"] + ", no lookup"}.get(mode, status["mode"]),
+       "load_s": load, "ttft_s": stamps[0] - t1, "tok_s": n / (stamps[-1] - stamps[0]) if n else None,
+       "tokens": n, "read_per_token": (reads[-1] - reads[0]) / n if n else None,
+       "peak_rss": rss("VmHWM:"), "base_rss": base, "pinned_bytes": status["pinned_bytes"],
+       "locked": status["pinned_locked"], "prefetch_off": status["prefetch_off"], "text": text[:200]}
+if status.get("lookup"):
+    out.update(guessed=status["guessed"], passes=status["verify_passes"], accepted=status["accepted"])
+print(json.dumps(out))
 """ % str(ROOT)
 
+# An answer-like prompt for --prompt answer: Mneme's own instructions, excerpts as
+# core/assistant.py writes them, and a question whose answer is in one excerpt.
+from mneme.core.assistant import FENCE_CLOSE, FENCE_OPEN, INSTRUCTIONS  # noqa: E402
 
-def make_model(path: Path, n_layer: int = 30) -> Path:
-    """A llama-architecture GGUF with random Q8_0 weights (TinyLlama's shape, more layers) and a
-    SentencePiece-style vocabulary of byte tokens and filler pieces."""
-    import gguf
-    import numpy as np
+ANSWER_CONTEXT = FENCE_OPEN + "\n" + "\n".join([
+    "[1] (2026-11-18 09:12, chat · Flat hunting) Maya: the viewing on Brunnenstrasse is moved to "
+    "Thursday at 5, bring the payslips",
+    "[2] (2026-11-18 09:40, chat · Flat hunting) Jonas: ok, I'll print them at the office",
+    "[3] (2026-11-20 14:02, mail · Thunderbird) Hausverwaltung Keller: the new lease starts on "
+    "1 February and the monthly rent goes up to 1,240 euros including heating",
+    "[4] (2026-11-21 19:30, chat · Family) Mum: did you ask about the deposit? Last time it was "
+    "three months' rent",
+    "[5] (2026-11-22 11:05, browser · Firefox) Tenant rights: a landlord may ask for at most three "
+    "months' net rent as deposit, payable in three instalments",
+    "[6] (2026-11-23 08:47, screen · Notes) moving checklist: boxes from the hardware store, "
+    "cancel the internet contract by 31 January, book the van for 2 February",
+]) + "\n" + FENCE_CLOSE
+ANSWER_QUESTION = "When does the new lease start and how much is the rent?"
+
+
+
+def make_model(path: Path, n_layer: int = 30, moe: bool = False) -> Path:
+    """A llama-architecture GGUF with random Q8_0 weights and a byte-token vocabulary, written once:
+    dense, TinyLlama's shape with 30 layers (1.44 GiB); MoE, Mixtral's layout (8 routed experts,
+    2 used per token) at TinyLlama's width with qwen2moe's expert width (1408), 17 layers (1.45 GiB)."""
+    from tests.helpers.gguf_models import write_llama
 
     if path.exists():
         return path
-    n_embd, n_ff, n_head, n_head_kv, n_vocab = 2048, 5632, 32, 4, 32000
-    rng = np.random.default_rng(0)
-    w = gguf.GGUFWriter(str(path) + ".part", "llama")
-    w.add_name("random-llama-q8_0")
-    w.add_block_count(n_layer)
-    w.add_context_length(2048)
-    w.add_embedding_length(n_embd)
-    w.add_feed_forward_length(n_ff)
-    w.add_head_count(n_head)
-    w.add_head_count_kv(n_head_kv)
-    w.add_rope_dimension_count(n_embd // n_head)
-    w.add_layer_norm_rms_eps(1e-5)
-    w.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0)
-    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
-    tokens += [f"\u2581w{i}" for i in range(n_vocab - len(tokens))]
-    w.add_tokenizer_model("llama")
-    w.add_token_list(tokens)
-    w.add_token_scores([0.0] * 3 + [0.0] * 256 + [-float(i) for i in range(n_vocab - 259)])
-    w.add_token_types([2, 3, 3] + [6] * 256 + [1] * (n_vocab - 259))
-    w.add_bos_token_id(1)
-    w.add_eos_token_id(2)
-    w.add_unk_token_id(0)
-    scale = np.float16(0.02 / 73.6).tobytes()  # int8 uniform in [-127,127]: std ~73.6 -> weights ~0.02
-
-    def q8(name, rows, cols):
-        blocks = rows * cols // 32
-        raw = np.empty((blocks, 34), dtype=np.uint8)
-        raw[:, :2] = np.frombuffer(scale, dtype=np.uint8)
-        raw[:, 2:] = rng.integers(-127, 128, size=(blocks, 32), dtype=np.int8).view(np.uint8)
-        w.add_tensor(name, raw.reshape(rows, cols // 32 * 34), raw_dtype=gguf.GGMLQuantizationType.Q8_0)
-
-    def ones(name, n):
-        w.add_tensor(name, np.ones(n, dtype=np.float32))
-
-    q8("token_embd.weight", n_vocab, n_embd)
-    for i in range(n_layer):
-        ones(f"blk.{i}.attn_norm.weight", n_embd)
-        q8(f"blk.{i}.attn_q.weight", n_embd, n_embd)
-        q8(f"blk.{i}.attn_k.weight", n_head_kv * n_embd // n_head, n_embd)
-        q8(f"blk.{i}.attn_v.weight", n_head_kv * n_embd // n_head, n_embd)
-        q8(f"blk.{i}.attn_output.weight", n_embd, n_embd)
-        ones(f"blk.{i}.ffn_norm.weight", n_embd)
-        q8(f"blk.{i}.ffn_gate.weight", n_ff, n_embd)
-        q8(f"blk.{i}.ffn_up.weight", n_ff, n_embd)
-        q8(f"blk.{i}.ffn_down.weight", n_embd, n_ff)
-    ones("output_norm.weight", n_embd)
-    q8("output.weight", n_vocab, n_embd)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    os.replace(str(path) + ".part", path)
-    return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if moe:
+        return write_llama(path, n_layer=17, n_embd=2048, n_ff=1408, n_head=32, n_head_kv=4,
+                           n_vocab=32000, q8=True, n_expert=8, n_expert_used=2, vocab=True,
+                           name="random-mixtral-q8_0")
+    return write_llama(path, n_layer=n_layer, n_embd=2048, n_ff=5632, n_head=32, n_head_kv=4,
+                       n_vocab=32000, q8=True, vocab=True, name="random-llama-q8_0")
 
 
 class Cgroup:
@@ -157,12 +148,13 @@ class Cgroup:
                 time.sleep(0.1)
 
 
-def run_one(mode: str, model: Path, limit: int, tokens: int) -> dict:
+def run_one(mode: str, model: Path, limit: int, tokens: int, prompt: str = "ids") -> dict:
     cg = Cgroup(limit)
     try:
         t = time.perf_counter()
         proc = subprocess.run([sys.executable, "-c", CHILD, str(cg.dir / "cgroup.procs"), mode,
-                               str(model), str(limit), str(tokens)], capture_output=True, text=True)
+                               str(model), str(limit), str(tokens), prompt], capture_output=True, text=True,
+                              cwd=ROOT)
         wall = time.perf_counter() - t
         if proc.returncode != 0:
             return {"mode": mode, "error": f"exit {proc.returncode}: {proc.stderr.strip()[-300:]}",
@@ -178,14 +170,21 @@ def run_one(mode: str, model: Path, limit: int, tokens: int) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, help="a GGUF (default: the random Q8_0 llama, made once)")
+    ap.add_argument("--moe", action="store_true", help="the random Q8_0 Mixtral-shaped model instead")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--tokens", type=int, default=16)
     ap.add_argument("--budgets", default="1.25,1,0.75,0.5")
     ap.add_argument("--json", type=Path, help="also write every run here")
-    ap.add_argument("--modes", default="plain,mneme")
+    ap.add_argument("--modes", default="plain,mneme",
+                    help="plain (llama.cpp's mmap), mneme (placement, and prompt lookup when "
+                         "file-backed), policy (placement only)")
+    ap.add_argument("--prompt", choices=("ids", "answer"), default="ids",
+                    help="ids: 8 token ids, n_ctx 512 (any model, text or not); answer: Mneme's "
+                         "ask prompt with six excerpts through LlamaLLM.stream, n_ctx 4096")
     args = ap.parse_args(argv)
-    model = args.model or make_model(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-                                     / "mneme-bench" / "random-llama-q8_0.gguf")
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mneme-bench"
+    model = args.model or (make_model(cache / "random-mixtral-q8_0.gguf", moe=True) if args.moe
+                           else make_model(cache / "random-llama-q8_0.gguf"))
     model.parent.mkdir(parents=True, exist_ok=True)
     size = model.stat().st_size
     print(f"{model.name}: {size / 2**30:.2f} GiB; {args.runs} runs per mode, {args.tokens} tokens",
@@ -193,10 +192,10 @@ def main(argv=None) -> int:
     rows, everything = [], []
     for share in (float(x) for x in args.budgets.split(",")):
         limit = int(size * share)
-        runs: dict[str, list[dict]] = {"plain": [], "mneme": []}
+        runs: dict[str, list[dict]] = {m: [] for m in args.modes.split(",")}
         for i in range(args.runs):
             for mode in args.modes.split(","):
-                r = run_one(mode, model, limit, args.tokens)
+                r = run_one(mode, model, limit, args.tokens, args.prompt)
                 r.update(share=share, limit=limit, run=i)
                 runs[mode].append(r)
                 everything.append(r)
@@ -210,22 +209,25 @@ def main(argv=None) -> int:
         return statistics.median(vals) if vals else float("nan")
 
     print(f"\n| budget | mode | decode tok/s | time to first token s | load s | read/token MB "
-          f"| peak RSS MB | cgroup peak MB | speed-up |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          f"| peak RSS MB | cgroup peak MB | tokens | guesses accepted | speed-up |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for share, limit, runs in rows:
-        base = med(runs["plain"], "tok_s")
+        base = med(runs.get("plain", []), "tok_s")
         for mode in args.modes.split(","):
             rs = runs[mode]
             ok = [r for r in rs if "error" not in r]
             if not ok:
-                print(f"| {share:g}× ({limit / 2**20:.0f} MiB) | {mode} | failed: {rs[0]['error'][:80]} |||||||")
+                print(f"| {share:g}× ({limit / 2**20:.0f} MiB) | {mode} | failed: {rs[0]['error'][:80]} |||||||||")
                 continue
             label = ok[0]["mode"]
             speed = med(ok, "tok_s")
+            guessed = sum(r.get("guessed", 0) for r in ok)
+            accepted = (f"{sum(r['accepted'] for r in ok) / guessed:.0%} of {guessed / len(ok):.0f}"
+                        if guessed else "–")
             print(f"| {share:g}× ({limit / 2**20:.0f} MiB) | {label} | {speed:.2f} | {med(ok, 'ttft_s'):.2f} "
                   f"| {med(ok, 'load_s'):.1f} | {med(ok, 'read_per_token') / 1e6:.0f} "
                   f"| {med(ok, 'peak_rss') / 2**20:.0f} | {med(ok, 'cgroup_peak') / 2**20:.0f} "
-                  f"| {speed / base:.2f}× |" + ("" if len(ok) == len(rs) else f" ({len(rs) - len(ok)} failed)"))
+                  f"| {med(ok, 'tokens'):.0f} | {accepted} | {speed / base:.2f}× |" + ("" if len(ok) == len(rs) else f" ({len(rs) - len(ok)} failed)"))
     return 0
 
 

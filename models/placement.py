@@ -1,0 +1,369 @@
+"""Flash offload at run time: carries out a file-backed plan (``mneme.models.flash``).
+
+``Placement`` pins the plan's pinned bytes through a second mapping of the GGUF (mlocked) and,
+following compute through each decode, reads the next layers' streamed bytes ahead and drops the
+finished ones; ``NoPrefetch`` turns llama.cpp's whole-file prefetch off while a model loads;
+``read_bytes`` and ``cached_bytes`` measure. Nothing here imports llama_cpp.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import mmap
+import os
+import queue
+import threading
+from pathlib import Path
+
+from mneme.models.flash import AHEAD, MiB, PAGE, Plan, Tensor
+
+log = logging.getLogger("mneme.flash")
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                       ctypes.c_long]
+_libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+_libc.posix_madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+_libc.mlock.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+_libc.sem_init.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint]
+_libc.sem_getvalue.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int)]
+_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+_libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+_libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0x8000)
+MADV_RANDOM, MADV_WILLNEED, MADV_DONTNEED, MADV_POPULATE_READ = 1, 3, 4, 22
+
+
+def _ranges(tensors: list[Tensor], file_size: int) -> list[tuple[int, int]]:
+    """Page-aligned (start, length) covering *tensors*, touching ranges merged. Pages shared with a
+    neighbour are kept out of streamed ranges by the caller (it subtracts the pinned ones)."""
+    spans = sorted((t.offset // PAGE * PAGE, min(file_size, -(-(t.offset + t.size) // PAGE) * PAGE))
+                   for t in tensors)
+    out: list[list[int]] = []
+    for a, b in spans:
+        if out and a <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return [(a, b - a) for a, b in out]
+
+
+def _minus(ranges: list[tuple[int, int]], holes: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out = []
+    for a, n in ranges:
+        pieces = [(a, a + n)]
+        for h, m in holes:
+            nxt = []
+            for x, y in pieces:
+                if h + m <= x or h >= y:
+                    nxt.append((x, y))
+                    continue
+                if x < h:
+                    nxt.append((x, h))
+                if h + m < y:
+                    nxt.append((h + m, y))
+            pieces = nxt
+        out += [(x, y - x) for x, y in pieces if y > x]
+    return out
+
+
+def read_bytes() -> int:
+    """Bytes this process has caused to be read from storage (``/proc/self/io``)."""
+    try:
+        with open("/proc/self/io") as f:
+            for line in f:
+                if line.startswith("read_bytes:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def cached_bytes(path: str | os.PathLike[str]) -> int:
+    """Bytes of the file at *path* in the page cache now, whoever maps or read them
+    (``mincore`` over a mapping of our own, which reads nothing)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        if not size:
+            return 0
+        addr = _libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+        if addr in (None, ctypes.c_void_p(-1).value):
+            raise OSError(ctypes.get_errno(), f"cannot map {path}")
+        try:
+            vec = (ctypes.c_ubyte * (-(-size // PAGE)))()
+            if _libc.mincore(ctypes.c_void_p(addr), ctypes.c_size_t(size), vec) != 0:
+                raise OSError(ctypes.get_errno(), f"mincore on {path}")
+            pages = bytes(vec)
+            return (len(pages) - pages.count(0)) * PAGE
+        finally:
+            _libc.munmap(ctypes.c_void_p(addr), ctypes.c_size_t(size))
+    finally:
+        os.close(fd)
+
+
+class NoPrefetch:
+    """While active, the library at *lib_path* maps files without MAP_POPULATE and its
+    ``madvise``/``posix_madvise(WILLNEED)`` calls do nothing: llama.cpp's load then reads no weight
+    ahead of use. Done by pointing the library's GOT entries for those functions at filters."""
+
+    _lock = threading.Lock()  # one load at a time patches and restores
+
+    def __init__(self, lib_path: str):
+        self.lib_path = os.path.realpath(lib_path)
+        self._saved: list[tuple[int, int]] = []
+        self.active = False
+
+    def _got_entries(self) -> dict[str, list[int]]:
+        from elftools.elf.elffile import ELFFile
+        from elftools.elf.relocation import RelocationSection
+
+        base = None
+        with open("/proc/self/maps") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 6 and os.path.realpath(parts[5]) == self.lib_path and int(parts[2], 16) == 0:
+                    base = int(parts[0].split("-")[0], 16)
+                    break
+        if base is None:
+            return {}
+        out: dict[str, list[int]] = {}
+        with open(self.lib_path, "rb") as fh:
+            elf = ELFFile(fh)
+            first_load = min(s["p_vaddr"] for s in elf.iter_segments() if s["p_type"] == "PT_LOAD")
+            for section in elf.iter_sections():
+                if not isinstance(section, RelocationSection):
+                    continue
+                symtab = elf.get_section(section["sh_link"])
+                for rel in section.iter_relocations():
+                    sym = symtab.get_symbol(rel["r_info_sym"]) if rel["r_info_sym"] else None
+                    if sym is not None and sym.name in ("mmap", "mmap64", "madvise", "posix_madvise"):
+                        out.setdefault(sym.name, []).append(base - first_load + rel["r_offset"])
+        return out
+
+    def __enter__(self):
+        self._lock.acquire()
+        try:
+            entries = self._got_entries()
+        except Exception:  # noqa: BLE001 - a library we cannot read keeps its prefetch
+            log.warning("cannot read %s; llama.cpp's whole-file prefetch stays on", self.lib_path,
+                        exc_info=True)
+            return self
+        real_mmap, real_madvise = _libc.mmap, _libc.madvise
+        real_pmadvise = _libc.posix_madvise
+
+        @ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int,
+                          ctypes.c_int, ctypes.c_int, ctypes.c_long)
+        def _mmap(addr, length, prot, flags, fd, off):
+            return real_mmap(addr, length, prot, flags & ~MAP_POPULATE, fd, off)
+
+        @ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+        def _madvise(addr, length, advice):
+            return 0 if advice == MADV_WILLNEED else real_madvise(addr, length, advice)
+
+        @ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+        def _pmadvise(addr, length, advice):
+            return 0 if advice == MADV_WILLNEED else real_pmadvise(addr, length, advice)
+
+        self._funcs = {"mmap": _mmap, "mmap64": _mmap, "madvise": _madvise, "posix_madvise": _pmadvise}
+        for name, addrs in entries.items():
+            target = ctypes.cast(self._funcs[name], ctypes.c_void_p).value
+            for addr in addrs:
+                page = addr // PAGE * PAGE
+                _libc.mprotect(ctypes.c_void_p(page), ctypes.c_size_t(PAGE), 3)  # RELRO: make writable
+                slot = ctypes.c_void_p.from_address(addr)
+                self._saved.append((addr, slot.value))
+                slot.value = target
+        self.active = bool(entries.get("mmap") or entries.get("mmap64"))
+        return self
+
+    def __exit__(self, *exc):
+        for addr, value in reversed(self._saved):
+            ctypes.c_void_p.from_address(addr).value = value
+        self._saved.clear()
+        self._lock.release()
+
+
+def _mapping_of(path: Path, size: int, other_than: int) -> int | None:
+    """Where file offset 0 of llama.cpp's mapping of *path* lies (it unmaps the header after
+    loading, so its first piece may start further in); *other_than* is our own mapping."""
+    real = os.path.realpath(path)
+    with open("/proc/self/maps") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 6 and parts[5] == real:
+                lo = int(parts[0].split("-")[0], 16)
+                if not other_than <= lo < other_than + size:
+                    return lo - int(parts[2], 16)
+    return None
+
+
+class Placement:
+    """Carries out a file-backed plan: pins the pinned tensors through a second mapping (mlocked
+    if permitted, else read once and kept hot because nothing streamed stays behind), and follows
+    compute through each ``llama_decode`` to read the next streamed layers ahead and drop the
+    finished ones. Compute is followed without a Python call per node: llama.cpp's abort callback,
+    which ggml's CPU backend calls after every node, is libc's ``sem_post`` on a semaphore of
+    ours, so the node count is read with ``sem_getvalue``; nodes per graph are learned from the
+    previous decode. ``close()`` unlocks and unmaps."""
+
+    POLL = 0.002  # seconds between looks at the node count
+
+    def __init__(self, plan: Plan, path: Path, n_layer: int):
+        self.plan, self.path, self.n_layer = plan, Path(path), max(1, n_layer)
+        self.fd = os.open(self.path, os.O_RDONLY)
+        size = plan.file_size
+        self.pinned_ranges = _ranges(plan.pinned, size)
+        self.layer_ranges = {i: _minus(_ranges(ts, size), self.pinned_ranges)
+                             for i, ts in plan.streamed.items()}
+        # Routed experts are not read ahead: a token uses a few of them, and which is known only
+        # once the router has run; compute faults in the ones it uses, and they are dropped
+        # behind like the rest. Dense tensors are read ahead whole.
+        self.ahead_ranges = {i: _minus(_ranges([t for t in ts if t.kind != "expert"], size),
+                                       self.pinned_ranges) for i, ts in plan.streamed.items()}
+        self.layers = sorted(self.layer_ranges)
+        self.locked = False
+        self._addr = _libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, self.fd, 0)
+        if self._addr in (None, ctypes.c_void_p(-1).value):
+            os.close(self.fd)
+            raise OSError(ctypes.get_errno(), f"cannot map {self.path}")
+        self._llama_addr: int | None = None
+        self._sem = (ctypes.c_long * 8)()  # a sem_t (32 bytes on glibc), 8-aligned
+        _libc.sem_init(self._sem, 0, 0)
+        self.nodes = 34 * self.n_layer + 16  # a llama-like guess until the first decode says
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._ended = threading.Event()
+        self._ahead: set[int] = set()
+        self._current = -1
+        self.layer_events = 0  # layer changes seen while following compute
+        self._buf = bytearray(4 * MiB)
+        self._populate = True
+        self._thread = threading.Thread(target=self._run, name="mneme-flash", daemon=True)
+        self._closed = False
+
+    @property
+    def counter(self) -> int:
+        """The address to hand llama.cpp as the abort callback's data (``sem_post``'s sem)."""
+        return ctypes.addressof(self._sem)
+
+    @staticmethod
+    def callback_address() -> int:
+        return ctypes.cast(_libc.sem_post, ctypes.c_void_p).value
+
+    def _count(self) -> int:
+        v = ctypes.c_int()
+        _libc.sem_getvalue(self._sem, ctypes.byref(v))
+        return v.value
+
+    def start(self) -> None:
+        """After llama.cpp has mapped the file: pin, then start the reader thread."""
+        self._llama_addr = _mapping_of(self.path, self.plan.file_size, self._addr)
+        if self._llama_addr is None:
+            log.warning("llama.cpp's mapping of %s not found; streamed pages cannot be dropped",
+                        self.path)
+        self.locked = True
+        for start, length in self.pinned_ranges:
+            os.posix_fadvise(self.fd, start, length, os.POSIX_FADV_WILLNEED)
+        for start, length in self.pinned_ranges:
+            if _libc.mlock(ctypes.c_void_p(self._addr + start), ctypes.c_size_t(length)) != 0:
+                self.locked = False
+                break
+        if not self.locked:  # read once into the page cache in large sequential reads
+            for start, length in self.pinned_ranges:
+                self._read(start, length)
+        for i in self.layers:  # whatever the load left of streamed layers goes
+            self._drop(i)
+        # The header (metadata, vocabulary) llama.cpp has read and copied: out of the page cache.
+        header = min((t.offset for t in self.plan.pinned), default=0) // PAGE * PAGE
+        if header:
+            os.posix_fadvise(self.fd, 0, header, os.POSIX_FADV_DONTNEED)
+        # No kernel readahead around streamed pages in llama.cpp's mapping: a fault there (ours
+        # through MADV_POPULATE_READ, or compute's) would read up to the device's read_ahead_kb
+        # (8 MiB on this machine's disk) past the range, the next layers' tails, outside the
+        # window the plan has room for. The reader asks for exactly its ranges (WILLNEED).
+        if self._llama_addr is not None:
+            for ranges in self.layer_ranges.values():
+                for start, length in ranges:
+                    _libc.madvise(ctypes.c_void_p(self._llama_addr + start), ctypes.c_size_t(length),
+                                  MADV_RANDOM)
+        self._thread.start()
+        self._queue.put("next")
+
+    def begin_decode(self) -> None:
+        _libc.sem_init(self._sem, 0, 0)  # compute is not running: safe to reset
+        self._ended.clear()
+        self._queue.put("follow")
+
+    def end_decode(self) -> None:
+        n = self._count()
+        if n > self.n_layer:
+            self.nodes = n
+        self._ended.set()
+
+    def _read(self, start: int, length: int) -> None:
+        for off in range(start, start + length, len(self._buf)):
+            os.preadv(self.fd, [memoryview(self._buf)[:min(len(self._buf), start + length - off)]], off)
+
+    def _read_ahead(self, layer: int) -> None:
+        """Into llama.cpp's mapping ahead of compute: MADV_POPULATE_READ reads in large requests
+        and maps the pages, no copy and no page faults left for compute (Linux 5.14+); else
+        large sequential reads into the page cache (readahead hints alone arrive late)."""
+        for start, length in self.ahead_ranges.get(layer, ()):
+            os.posix_fadvise(self.fd, start, length, os.POSIX_FADV_WILLNEED)
+        for start, length in self.ahead_ranges.get(layer, ()):
+            if self._populate and self._llama_addr is not None and _libc.madvise(
+                    ctypes.c_void_p(self._llama_addr + start), ctypes.c_size_t(length),
+                    MADV_POPULATE_READ) == 0:
+                continue
+            self._populate = False
+            self._read(start, length)
+
+    def _drop(self, layer: int) -> None:
+        for start, length in self.layer_ranges.get(layer, ()):
+            if self._llama_addr is not None:
+                _libc.madvise(ctypes.c_void_p(self._llama_addr + start), ctypes.c_size_t(length),
+                              MADV_DONTNEED)
+            os.posix_fadvise(self.fd, start, length, os.POSIX_FADV_DONTNEED)
+
+    def _move_to(self, layer: int) -> None:
+        """Compute is at *layer*: keep it and the AHEAD streamed layers after it (wrapping to the
+        next token's first ones), drop the rest."""
+        n = len(self.layers)
+        if not n or layer == self._current:
+            return
+        self._current = layer
+        self.layer_events += 1
+        k = next((j for j, x in enumerate(self.layers) if x >= layer), n)
+        want = [self.layers[(k + j) % n] for j in range(min(n, AHEAD + 1))]
+        for x in list(self._ahead):
+            if x not in want:
+                self._drop(x)
+                self._ahead.discard(x)
+        for x in want:
+            if x not in self._ahead:
+                self._read_ahead(x)
+                self._ahead.add(x)
+
+    def _run(self) -> None:
+        while True:
+            msg = self._queue.get()
+            if msg is None:
+                return
+            if msg == "follow":
+                while not self._ended.is_set():
+                    self._move_to(min(self.n_layer - 1, self._count() * self.n_layer // self.nodes))
+                    self._ended.wait(self.POLL)
+            self._move_to(0)  # the next token starts at the first layer
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        _libc.munmap(ctypes.c_void_p(self._addr), ctypes.c_size_t(self.plan.file_size))  # unlocks
+        os.close(self.fd)

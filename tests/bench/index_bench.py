@@ -66,8 +66,9 @@ def legacy_settings() -> None:
     index.Index.save = locked_save
 
 
-def searches_during(work, qs, mem) -> tuple[float, list[float]]:
-    """Run *work* while another thread searches (hybrid) without pause; (its seconds, latencies)."""
+def searches_during(work, qs, mem, starts: list | None = None) -> tuple[float, list[float]]:
+    """Run *work* while another thread searches (hybrid) without pause; (its seconds, latencies).
+    *starts* gets each search's start time (perf_counter)."""
     import threading
 
     lat: list[float] = []
@@ -79,6 +80,8 @@ def searches_during(work, qs, mem) -> tuple[float, list[float]]:
             t = time.perf_counter()
             mem.search(qs[i % len(qs)], limit=10, mode="hybrid", parse=True)
             lat.append((time.perf_counter() - t) * 1000)
+            if starts is not None:
+                starts.append(t)
             i += 1
 
     th = threading.Thread(target=search)
@@ -94,7 +97,24 @@ def searches_during(work, qs, mem) -> tuple[float, list[float]]:
     return took, lat
 
 
-def unlock(home: str, queries: int, legacy: bool = False, forget: bool = False) -> dict:
+def timed(cls, name: str, spans: list) -> None:
+    """Record (start, end) of each call of cls.name in *spans*."""
+    import functools
+
+    real = getattr(cls, name)
+
+    @functools.wraps(real)
+    def wrapper(*args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return real(*args, **kwargs)
+        finally:
+            spans.append((t, time.perf_counter()))
+
+    setattr(cls, name, wrapper)
+
+
+def unlock(home: str, queries: int, legacy: bool = False, forget: str = "") -> dict:
     """One unlock as the app does it, in this (fresh) process."""
     from mneme.models.embedder import MiniLMEmbedder
     from mneme.core.memory import open_memory
@@ -150,10 +170,24 @@ def unlock(home: str, queries: int, legacy: bool = False, forget: bool = False) 
            "embedder_loads": emb.loads, "released_when_idle": released, "search_after_idle_ms": t_after_idle,
            "rss_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6}
     if forget:
-        doomed = mem.forget_preview(app="conv 7")["chunks"]
-        t_forget, during = searches_during(lambda: mem.forget(app="conv 7"), qs, mem)
+        from mneme.core.index import Index
+        from mneme.core.store import Store
+
+        spans: dict[str, list] = {"store": [], "compact": [], "save": []}
+        timed(Store, "forget", spans["store"])
+        timed(Index, "_compact", spans["compact"])
+        timed(Index, "save", spans["save"])
+        doomed = mem.forget_preview(app=forget)["chunks"]
+        starts: list[float] = []
+        t_forget, during = searches_during(lambda: mem.forget(app=forget), qs, mem, starts)
+        c0, c1 = spans["compact"][0] if spans["compact"] else (0.0, 0.0)
+        in_compact = [ms for t, ms in zip(starts, during) if c0 <= t <= c1]
         out.update(forget_chunks=doomed, forget_s=t_forget, forget_searches=len(during),
                    forget_search_max_ms=max(during, default=0.0),
+                   store_forget_s=sum(b - a for a, b in spans["store"]),
+                   compact_s=sum(b - a for a, b in spans["compact"]), compactions=len(spans["compact"]),
+                   index_save_s=sum(b - a for a, b in spans["save"]),
+                   compact_searches=len(in_compact), compact_search_max_ms=max(in_compact, default=0.0),
                    forget_snapshot_mb=snap.stat().st_size / 1e6 if snap.exists() else 0,
                    forget_rss_peak_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6)
     mem.close()
@@ -216,7 +250,7 @@ def main() -> int:
     parser.add_argument("--params", type=int, default=0, help="also compare HNSW settings at this many vectors")
     parser.add_argument("--no-baseline", action="store_true", help="skip the rebuild-in-memory comparison")
     parser.add_argument("--legacy", action="store_true", help="(unlock phase) the settings before round two")
-    parser.add_argument("--forget", action="store_true", help="(unlock phase) then forget one conversation")
+    parser.add_argument("--forget", default="", help="(unlock phase) then forget this conversation")
     args = parser.parse_args()
     if args.phase == "unlock":
         print(json.dumps(unlock(args.home, args.queries, legacy=args.legacy, forget=args.forget)))
@@ -244,7 +278,7 @@ def main() -> int:
                 ("from the snapshot, before round two (legacy settings)", {}, ("--legacy",))]
         if not args.no_baseline:
             runs.append(("no RAM folder (rebuilt in memory, as before)", {"MNEME_INDEX_RAM": ""}, ()))
-        runs.append(("from the snapshot, now; then a forget", {}, ("--forget",)))  # last: it changes the memory
+        runs.append(("from the snapshot, now; then a forget", {}, ("--forget", "conv 7")))  # last: it changes the memory
         for name, env, flags in runs:
             r = child("unlock", home, env, queries=args.queries, flags=flags)
             print(name, r, file=sys.stderr, flush=True)
@@ -261,17 +295,20 @@ def main() -> int:
                               f"search after that took {r['search_after_idle_ms']:,.0f} ms; RSS before the index "
                               f"was opened (embedder loaded): {r['rss_before_mb']:.0f} MB")
             if "forget_s" in r:
-                forgets.append(f"| {n:,} | {r['forget_chunks']:,} | {r['forget_s']:.1f} s | {r['forget_searches']} "
-                               f"({r['forget_search_max_ms']:,.0f} ms) | {r['forget_snapshot_mb']:.0f} MB | "
-                               f"{r['forget_rss_peak_mb']:.0f} MB |")
+                forgets.append(f"| {n:,} | {r['forget_chunks']:,} | {r['forget_s']:.1f} s | {r['store_forget_s']:.1f} s | "
+                               f"{r['compact_s']:.1f} s ({r['compactions']}) | {r['index_save_s']:.1f} s | "
+                               f"{r['forget_searches']} ({r['forget_search_max_ms']:,.0f} ms) | "
+                               f"{r['compact_searches']} ({r['compact_search_max_ms']:,.0f} ms) | "
+                               f"{r['forget_snapshot_mb']:.0f} MB | {r['forget_rss_peak_mb']:.0f} MB |")
         if not args.home:
             subprocess.run(["rm", "-rf", home], check=True)
     report += ["", *[f"- {n}" for n in idle_notes]]
     if forgets:
         report += ["", "A forget (one conversation), its store deletion, the fresh graph (`Index._compact`) and "
                    "the new snapshot, while another thread searches:", "",
-                   "| chunks | forgotten | forget → new snapshot | searches meanwhile (slowest) | snapshot size | "
-                   "RSS peak |", "|---|---|---|---|---|---|", *forgets]
+                   "| chunks | forgotten | forget → new snapshot | of it: store | fresh graph (`_compact`, times) | "
+                   "index save incl. the graph | searches meanwhile (slowest) | of them during the graph (slowest) | "
+                   "snapshot size | RSS peak |", "|---|---|---|---|---|---|---|---|---|---|", *forgets]
     if args.params:
         report += ["", f"HNSW settings ({args.params:,} random 384-d vectors, Chroma PersistentClient in /dev/shm):",
                    "", *params(args.params)]

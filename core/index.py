@@ -150,7 +150,6 @@ class Index:
         self.error: str | None = None     # why warm-up failed (keyword search still works)
         self.bad: list[int] = []          # chunk ids whose stored vectors are malformed
         self._deleted = False             # vectors were deleted since the graph was last built
-        self._changes: list | None = None  # while _compact builds a fresh graph: changes since
 
     @property
     def kind(self) -> str:
@@ -243,11 +242,8 @@ class Index:
                 self._col.modify(metadata={"mneme_checkpoint": snapshot_id, "mneme_seq": self.seq,
                                            "mneme_embedder": self.embedder.id})
                 return count, 0
-        for _ in range(2):  # a second time when a forget came while the first one was built
-            if self._deleted:
-                self._compact()
         with self._lock:
-            if self._deleted:  # once more, and now nothing can come between it and the copy
+            if self._deleted:
                 self._compact()
             count = self._col.count()
             meta = {"snapshot": snapshot_id, "seq": self.seq, "embedder": self.embedder.id,
@@ -269,12 +265,11 @@ class Index:
         deleted vector: its floats stay in ``data_level0.bin`` once the graph has been written, so
         after a forget nothing short of a fresh graph keeps them out of the next snapshot.
 
-        The fresh graph is built in another RAM folder while searches and changes go on in the
-        live one (building takes as long as a rebuild); changes made meanwhile are recorded and
-        applied to it before it takes the live one's place."""
+        Done with the index locked: searches wait for it (as long as a rebuild; BENCHMARKS.md). A
+        fresh graph built beside the live one, in a second Chroma client, did not let them go on
+        (chromadb 1.5 serialises the two: a search waited 320 s of a 488 s build at 100k) and
+        held both graphs in memory, so it was not kept."""
         with self._lock:
-            self._changes = []
-            self._deleted = False
             keep_ids: list[str] = []
             pages = []
             n = self._col.count()
@@ -282,42 +277,14 @@ class Index:
                 got = self._col.get(limit=10000, offset=offset, include=["embeddings"])
                 keep_ids += got["ids"]
                 pages.append(np.asarray(got["embeddings"], dtype=np.float32).reshape(len(got["ids"]), -1))
-            keep_vectors = np.concatenate(pages) if pages else np.zeros((0, self.embedder.dim), np.float32)
+            keep = np.concatenate(pages) if pages else np.zeros((0, self.embedder.dim), np.float32)
             del pages
-            folder = self.folder
-        fresh = snapshot.sibling_folder(folder)
-        client = None
-        try:
-            client = chromadb.PersistentClient(path=str(fresh), settings=Settings(**SETTINGS))
-            col = client.create_collection(self._name, embedding_function=self._fn,
-                                           configuration={"hnsw": dict(HNSW)})
+            self._drop_client()
+            snapshot._empty(self.folder)
+            self.open(fresh=True)
             for start in range(0, len(keep_ids), ADD_BATCH):
-                col.add(ids=keep_ids[start:start + ADD_BATCH], embeddings=keep_vectors[start:start + ADD_BATCH])
-            del keep_vectors
-            with self._lock:
-                for op, ids, vectors in self._changes:
-                    if op == "add":
-                        col.upsert(ids=ids, embeddings=vectors)
-                    else:
-                        col.delete(ids=ids)
-                        self._deleted = True
-                self._changes = None
-                self._drop_client()
-                client.close()
-                client = None
-                self.folder = fresh
-                shutil.rmtree(folder, ignore_errors=True)
-                self.open(fresh=False)
-        except BaseException:
-            with self._lock:
-                self._changes = None
-                self._deleted = True
-                if self._col is None and self.folder is folder:
-                    self.open(fresh=False)
-            if client is not None:
-                client.close()
-            shutil.rmtree(fresh, ignore_errors=True)
-            raise
+                self._col.add(ids=keep_ids[start:start + ADD_BATCH], embeddings=keep[start:start + ADD_BATCH])
+            self._deleted = False
 
     def rename(self, name: str) -> None:
         """Give a server collection a new name (its name follows the memory's key)."""
@@ -357,11 +324,8 @@ class Index:
             with self._lock:
                 if self._col is None:
                     return
-                ids_part = [str(i) for i in part]
-                vectors_part = np.asarray(vectors[start:start + ADD_BATCH], dtype=np.float32)
-                self._col.upsert(ids=ids_part, embeddings=vectors_part)
-                if self._changes is not None:
-                    self._changes.append(("add", ids_part, vectors_part.copy()))
+                self._col.upsert(ids=[str(i) for i in part],
+                                 embeddings=np.asarray(vectors[start:start + ADD_BATCH], dtype=np.float32))
             self.loaded += len(part)
 
     def delete(self, ids: Sequence[int]) -> None:
@@ -370,10 +334,7 @@ class Index:
                 if self._col is None:
                     return
                 for start in range(0, len(ids), ADD_BATCH):
-                    part = [str(i) for i in ids[start:start + ADD_BATCH]]
-                    self._col.delete(ids=part)
-                    if self._changes is not None:
-                        self._changes.append(("delete", part, None))
+                    self._col.delete(ids=[str(i) for i in ids[start:start + ADD_BATCH]])
                 self._deleted = True  # the next snapshot is of a fresh graph (see _compact)
 
     def count(self) -> int:

@@ -458,6 +458,7 @@ def cmd_capture(args) -> int:
         raise UserError(f"cannot reach the display ({exc})", "run inside a desktop session "
                         "(DISPLAY must be set)") from None
     with _open(args) as mem:
+        mem.embedder.embed(["capture starts"])  # made now, not on the capture thread mid-frame
         service = CaptureService(mem, lambda: desk, Screen, interval=args.interval)
         if args.once:
             service.once()

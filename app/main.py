@@ -13,7 +13,7 @@ import threading
 import traceback
 
 from mneme.app.qt import (QApplication, QInputDialog, QLineEdit, QLocalServer, QLocalSocket,
-                          QMessageBox, QObject, QTimer, Signal)
+                          QMessageBox, QObject, QProgressDialog, QTimer, Signal)
 from mneme.app.dialogs import Onboarding, UnlockDialog, passphrase_problem, show_error
 from mneme.app.tasks import TaskManager
 from mneme.app.window import MainWindow, RecallOverlay, Tray
@@ -72,6 +72,9 @@ class Controller(QObject):
         self.errors: list[BaseException] = []
         self.locked = False
         self.quitting = False
+        self.saving = None            # the task closing the memory (saving its index) at lock or quit
+        self._after_saving = None     # what runs on the GUI thread once it is done
+        self.unlock_dialog = None
         self._desktop = None          # for idle time, used on the GUI thread only
         self._idle_lock_broken = False  # told the user once that idle time cannot be read
         self._idle_timer = QTimer(self, interval=30_000)
@@ -343,21 +346,55 @@ class Controller(QObject):
         return False
 
     def lock(self) -> None:
-        """Close the memory (the key leaves RAM), hide every window, ask for the passphrase again."""
+        """Close the memory (the key leaves RAM), hide every window, ask for the passphrase again.
+        Closing saves the vector index as an encrypted snapshot, which takes seconds on a large
+        memory: it runs on the task runner, and the passphrase is asked for once it is done."""
+        if self.locked or self.saving is not None:
+            return
         home, embedder = self.memory.home, self.memory.embedder
         capture_was_on = self.capture is not None and self.capture.state == "running"
-        self.shutdown(keep_server=True)
+        self._stop_services(keep_server=True)
         self.locked = True
         self.overlay.hide()
         if self._window is not None:
             self._window.hide()
             self._window.deleteLater()
             self._window = None
+        self.unlock_dialog = None
+        self.close_memory(lambda: self._ask_unlock(home, embedder, capture_was_on))
+
+    def _ask_unlock(self, home, embedder, capture_was_on: bool) -> None:
         self.unlock_dialog = UnlockDialog(
             lambda p: memory_api.open_memory(home, embedder=embedder, passphrase=lambda q: p), str(home))
         self.unlock_dialog.accepted.connect(lambda: self._unlocked(self.unlock_dialog.result_value, capture_was_on))
         if self.interactive:
             self.unlock_dialog.open()
+
+    def close_memory(self, then=None):
+        """Close the memory on the task runner, saying "Saving the encrypted index…" while it takes
+        longer than a moment; *then* runs on the GUI thread once it is closed (also when saving
+        failed: the memory is closed all the same, and the next unlock rebuilds the index). A kill
+        meanwhile leaves the previous snapshot in place (``snapshot.write`` replaces it atomically)."""
+        memory = self.memory
+        dialog = QProgressDialog()
+        dialog.setWindowTitle("Mneme")
+        dialog.setLabelText("Saving the encrypted index…")
+        dialog.setCancelButton(None)  # a save is not cut short: a kill already leaves the old one
+        dialog.setRange(0, 0)         # busy: its progress is not known
+        dialog.setMinimumDuration(300 if self.interactive else 2**31 - 1)  # no flash for a quick save
+        self._after_saving = then
+
+        def finished(*_args) -> None:
+            dialog.reset()
+            dialog.deleteLater()
+            self.saving = None
+            after, self._after_saving = self._after_saving, None
+            if after is not None:
+                after()
+
+        self.saving = self.tasks.run(lambda _task: memory.close(), on_done=finished, on_failed=finished)
+        self.saving.dialog = dialog
+        return self.saving
 
     def _unlocked(self, memory, restart_capture: bool) -> None:
         self.memory = memory
@@ -421,13 +458,24 @@ class Controller(QObject):
         conn.readyRead.connect(lambda: (conn.readAll(), self.window().show_tab("Ask")))
 
     def quit(self) -> None:
+        """Quit once the memory is closed (its index saved, off the GUI thread); a quit while a
+        lock is saving waits for that save."""
         self.quitting = True
+        app = QApplication.instance()
+        if self.saving is not None:
+            self._after_saving = app.quit
+            return
         if self._window is not None and not self.memory.closed:
             self._window.save_place()
-        self.shutdown()
-        QApplication.instance().quit()
+            self._window.hide()
+        self._stop_services()
+        if self.memory.closed:
+            app.quit()
+        else:
+            self.close_memory(app.quit)
 
-    def shutdown(self, keep_server: bool = False) -> None:
+    def _stop_services(self, keep_server: bool = False) -> None:
+        """Everything but the memory: hotkey, capture, timers, running tasks, the model."""
         if self._hotkey is not None:
             self._hotkey.stop()
             self._hotkey.join(2)  # its X connection closed before the display may go
@@ -440,14 +488,25 @@ class Controller(QObject):
         self._desktop = None
         self._idle_timer.stop()
         self._status_timer.stop()
-        for task in list(self.tasks.running):
+        others = [t for t in list(self.tasks.running) if t is not self.saving]
+        for task in others:
             task.cancel.set()
-        self.tasks.wait_all()
+        for task in others:
+            if task.thread is not None:
+                task.thread.join(30.0)
         if self._llm is not None:
             self._llm.close()
             self._llm = None
         if self.server is not None and not keep_server:
             self.server.close()
+
+    def shutdown(self, keep_server: bool = False) -> None:
+        """Stop everything and close the memory here and now (at the application's very end, and
+        in tests); a save that lock or quit started is waited for."""
+        self._stop_services(keep_server)
+        saving = self.saving
+        if saving is not None and saving.thread is not None:
+            saving.thread.join()
         if not self.memory.closed:
             self.memory.close()
 
@@ -525,7 +584,7 @@ def run(home=None) -> int:
     notes = [n for n in (controller.start_hotkey(),) if n]
     window.show_count(notes)
     window.show()
-    app.aboutToQuit.connect(lambda: controller.memory.closed or controller.shutdown())
+    app.aboutToQuit.connect(controller.shutdown)  # also waits for a save lock or quit started
     QTimer.singleShot(0, controller.tray.refresh)
     return app.exec()
 

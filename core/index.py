@@ -231,44 +231,60 @@ class Index:
     def save(self, path: Path, key_for: snapshot.KeyFor, snapshot_id: str) -> tuple[int, int]:
         """Save the index (the caller has brought it up to ``seq``): as an encrypted snapshot of
         the RAM folder, or, on a server, as a mark on its collection. Returns (vectors, bytes).
-        A local client is closed first so that Chroma writes out every buffered vector, then
-        opened again."""
+        A local client is closed first so that Chroma writes out every buffered vector, the
+        folder is copied (to another RAM folder) and opened again: searches wait only for that,
+        not for the purge and the sealing, which work on the copy."""
         with self._lock:
             if self._col is None or self.kind == "memory":
                 raise RuntimeError("only an open index in a RAM folder or on a server can be saved")
-            count = self._col.count()
             if self.url:
+                count = self._col.count()
                 self._col.modify(metadata={"mneme_checkpoint": snapshot_id, "mneme_seq": self.seq,
                                            "mneme_embedder": self.embedder.id})
                 return count, 0
+        with self._lock:
             if self._deleted:
                 self._compact()
+            count = self._col.count()
+            meta = {"snapshot": snapshot_id, "seq": self.seq, "embedder": self.embedder.id,
+                    "dim": self.embedder.dim, "vectors": count}
             self._drop_client()
             try:
-                _purge_forgotten(self.folder)
-                size = snapshot.write(path, self.folder, key_for, {
-                    "snapshot": snapshot_id, "seq": self.seq, "embedder": self.embedder.id,
-                    "dim": self.embedder.dim, "vectors": count})
+                copy = snapshot.copy_folder(self.folder)
             finally:
                 self.open(fresh=False)
-            return count, size
+        try:
+            _purge_forgotten(copy)
+            size = snapshot.write(path, copy, key_for, meta)
+        finally:
+            shutil.rmtree(copy, ignore_errors=True)
+        return count, size
 
     def _compact(self) -> None:
         """Build the RAM folder anew from the vectors the index still holds. hnswlib only marks a
         deleted vector: its floats stay in ``data_level0.bin`` once the graph has been written, so
-        after a forget nothing short of a fresh graph keeps them out of the next snapshot."""
-        keep: list[tuple[str, list]] = []
-        n = self._col.count()
-        for offset in range(0, n, 10000):
-            got = self._col.get(limit=10000, offset=offset, include=["embeddings"])
-            keep += zip(got["ids"], got["embeddings"])
-        self._drop_client()
-        snapshot._empty(self.folder)
-        self.open(fresh=True)
-        for start in range(0, len(keep), ADD_BATCH):
-            part = keep[start:start + ADD_BATCH]
-            self._col.add(ids=[i for i, _ in part], embeddings=np.asarray([v for _, v in part], dtype=np.float32))
-        self._deleted = False
+        after a forget nothing short of a fresh graph keeps them out of the next snapshot.
+
+        Done with the index locked: searches wait for it (as long as a rebuild; BENCHMARKS.md). A
+        fresh graph built beside the live one, in a second Chroma client, did not let them go on
+        (chromadb 1.5 serialises the two: a search waited 320 s of a 488 s build at 100k) and
+        held both graphs in memory, so it was not kept."""
+        with self._lock:
+            keep_ids: list[str] = []
+            pages = []
+            n = self._col.count()
+            for offset in range(0, n, 10000):
+                got = self._col.get(limit=10000, offset=offset, include=["embeddings"])
+                keep_ids += got["ids"]
+                pages.append(np.asarray(got["embeddings"], dtype=np.float32).reshape(len(got["ids"]), -1))
+            keep = np.concatenate(pages) if pages else np.zeros((0, self.embedder.dim), np.float32)
+            del pages
+            self._drop_client()
+            snapshot._empty(self.folder)
+            self.open(fresh=True)
+            for start in range(0, len(keep_ids), ADD_BATCH):
+                self._col.add(ids=keep_ids[start:start + ADD_BATCH], embeddings=keep[start:start + ADD_BATCH])
+            self._deleted = False
 
     def rename(self, name: str) -> None:
         """Give a server collection a new name (its name follows the memory's key)."""

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from mneme.core import keys, snapshot, vault
+from mneme.core import heap, keys, snapshot, vault
 from mneme.core.config import Config
 from mneme.core.embedding import Embedder
 from mneme.core.errors import LockedError, UserError
@@ -91,6 +91,7 @@ class Memory:
                         return  # closed mid-way
                     self._catch_up()
                 self.index.mark_ready()
+                heap.trim()  # what opening it and replaying Chroma's log needed for a moment
             except Exception as exc:  # a failed warm-up leaves keyword search working
                 if not self._closed.is_set():
                     log.exception("index warm-up failed")
@@ -194,6 +195,7 @@ class Memory:
             vectors, size = self.index.save(self.layout.index_snapshot, self._key_for, sid)
             self.store.set_checkpoint(self.embedder.id, sid, self.index.seq, vectors, size)
             self._saved = (sid, self.index.seq)
+        heap.trim()
         return True
 
     def _unsaved(self) -> int:

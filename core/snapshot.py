@@ -5,10 +5,9 @@ only ever lives in a folder backed by RAM (``ram_folder``): ``$XDG_RUNTIME_DIR``
 private tmpfs, else a private folder (0700) in ``/dev/shm``. With neither, there is no such folder
 and the index is kept in process memory only (rebuilt from the store at every unlock).
 
-The snapshot file is ``MAGIC | u16 version | u32 n | header JSON | chunks…``; the header holds a
-random HKDF salt and nonce prefix (nothing secret). Each chunk is ``u32 length | AES-256-GCM(≤ 1
-MiB)`` with nonce = prefix ‖ counter and the header's hash plus a last-chunk flag as associated
-data: a changed byte, a reordered or missing chunk, an edited header or a cut-off end is refused.
+The snapshot file is a sealed stream (``core.sealed``, as the vault is: ``MAGIC | u16 version |
+u32 n | header JSON | chunks…``); the header holds a random HKDF salt and nonce prefix (nothing
+secret); a changed byte, a reordered or missing chunk, an edited header or a cut-off end is refused.
 The key is derived from the memory's master key, so it follows a key change (the snapshot is
 sealed again) and nothing but the unlocked memory can open it. The plaintext is a JSON record
 (snapshot id, journal position, embedder, count) followed by the folder's files.
@@ -19,7 +18,6 @@ snapshot or the new one); the replaced file is overwritten with zeros before it 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -30,15 +28,13 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
+from mneme.core import sealed
 from mneme.core.paths import atomic_file, fsync_dir
 
 log = logging.getLogger(__name__)
 MAGIC = b"MNEMEIDX"
 VERSION = 1
-CHUNK = 1 << 20
+CHUNK = sealed.CHUNK
 PURPOSE = b"mneme index snapshot v1"
 RAM_PREFIX = "mneme-index-"
 RAM_FILESYSTEMS = ("tmpfs", "ramfs")
@@ -105,6 +101,24 @@ def new_ram_folder() -> Path | None:
     return Path(tempfile.mkdtemp(prefix=f"{RAM_PREFIX}{os.getpid()}-", dir=root))
 
 
+def sibling_folder(folder: Path) -> Path:
+    """A new, empty private RAM folder beside *folder* (removed with the others of a process that
+    died, by ``clean_stale_folders``)."""
+    return Path(tempfile.mkdtemp(prefix=f"{RAM_PREFIX}{os.getpid()}-", dir=folder.parent))
+
+
+def copy_folder(folder: Path) -> Path:
+    """A copy of the RAM folder *folder* in a new RAM folder beside it (what a snapshot is sealed
+    from while the index goes on); the caller removes it."""
+    copy = sibling_folder(folder)
+    try:
+        shutil.copytree(folder, copy, dirs_exist_ok=True)
+    except BaseException:
+        shutil.rmtree(copy, ignore_errors=True)
+        raise
+    return copy
+
+
 def clean_stale_folders(root: Path) -> None:
     """Remove our RAM folders whose process is gone (a kill -9 cannot remove its own)."""
     for path in root.glob(f"{RAM_PREFIX}*"):
@@ -143,40 +157,23 @@ def write(path: Path, folder: Path, key_for: KeyFor, meta: dict) -> int:
     """Seal the files of *folder* with *meta* into *path*, atomically; returns its size. The file
     it replaces is overwritten and unlinked."""
     salt, prefix = secrets.token_bytes(16), secrets.token_bytes(8)
-    header = json.dumps({"salt": salt.hex(), "nonce_prefix": prefix.hex(), "chunk": CHUNK,
-                         "cipher": "AES-256-GCM", "kdf": "HKDF-SHA256"}).encode()
-    head = MAGIC + struct.pack(">HI", VERSION, len(header)) + header
-    aad, aes = hashlib.sha256(head).digest(), AESGCM(key_for(salt))
+    head = sealed.head(MAGIC, VERSION, {"salt": salt.hex(), "nonce_prefix": prefix.hex(), "chunk": CHUNK,
+                                        "cipher": "AES-256-GCM", "kdf": "HKDF-SHA256"})
     old = _keep_old(path)
     try:
         with atomic_file(path) as out:
             out.write(head)
-            counter = 0
-            buf = bytearray()
-
-            def seal(data: bytes, last: bool) -> None:
-                nonce = prefix + struct.pack(">I", counter)
-                ct = aes.encrypt(nonce, data, aad + (b"\x01" if last else b"\x00"))
-                out.write(struct.pack(">I", len(ct)) + ct)
-
-            def put(data: bytes) -> None:
-                nonlocal counter
-                buf.extend(data)
-                while len(buf) > CHUNK:
-                    seal(bytes(buf[:CHUNK]), last=False)
-                    counter += 1
-                    del buf[:CHUNK]
-
+            w = sealed.Writer(out, key_for(salt), prefix, head)
             raw = json.dumps(meta).encode()
-            put(struct.pack(">I", len(raw)) + raw)
+            w.write(struct.pack(">I", len(raw)) + raw)
             for file in _files(folder):
                 name = file.relative_to(folder).as_posix().encode()
-                put(struct.pack(">H", len(name)) + name + struct.pack(">Q", file.stat().st_size))
+                w.write(struct.pack(">H", len(name)) + name + struct.pack(">Q", file.stat().st_size))
                 with open(file, "rb") as f:
                     while block := f.read(CHUNK):
-                        put(block)
-            put(struct.pack(">H", 0))
-            seal(bytes(buf), last=True)
+                        w.write(block)
+            w.write(struct.pack(">H", 0))
+            w.finish()
     finally:
         if old is not None:
             scrub(old, keep=path)
@@ -239,16 +236,21 @@ def _take(stream: _Stream, n: int, exact: bool = True) -> bytes:
     return out
 
 
+_BROKEN = {"truncated": "it is cut short (truncated)", "too long": "it is damaged (a chunk is too long)",
+           "authentication": "chunk {n} fails authentication (altered, or sealed with another key)",
+           "extra data": "it has extra data after its end"}
+
+
 def _chunks(path: Path, key_for: KeyFor) -> Iterator[bytes]:
     try:
         f = open(path, "rb")
     except FileNotFoundError:
         raise SnapshotRefused("there is none") from None
     with f:
-        start = f.read(len(MAGIC) + 6)
-        if len(start) < len(MAGIC) + 6 or not start.startswith(MAGIC):
+        start = sealed.read_start(f, MAGIC)
+        if start is None:
             raise SnapshotRefused("it is not an index snapshot")
-        version, n = struct.unpack(">HI", start[len(MAGIC):])
+        version, n, raw_start = start
         if version != VERSION or n > 4096:
             raise SnapshotRefused(f"unknown snapshot version {version}")
         header_raw = f.read(n)
@@ -259,31 +261,10 @@ def _chunks(path: Path, key_for: KeyFor) -> Iterator[bytes]:
                 raise ValueError
         except (ValueError, KeyError, TypeError):
             raise SnapshotRefused("its header is damaged") from None
-        aad, aes, counter = hashlib.sha256(start + header_raw).digest(), AESGCM(key_for(salt)), 0
-        last = False
-        while not last:
-            lenb = f.read(4)
-            if len(lenb) < 4:
-                raise SnapshotRefused("it is cut short (truncated)")
-            (m,) = struct.unpack(">I", lenb)
-            if m > CHUNK + 16:
-                raise SnapshotRefused("it is damaged (a chunk is too long)")
-            ct = f.read(m)
-            if len(ct) < m:
-                raise SnapshotRefused("it is cut short (truncated)")
-            nonce = prefix + struct.pack(">I", counter)
-            counter += 1
-            try:
-                data = aes.decrypt(nonce, ct, aad + b"\x00")
-            except InvalidTag:
-                try:
-                    data, last = aes.decrypt(nonce, ct, aad + b"\x01"), True
-                except InvalidTag:
-                    raise SnapshotRefused(f"chunk {counter} fails authentication (altered, or sealed "
-                                          "with another key)") from None
-            if last and f.read(1):
-                raise SnapshotRefused("it has extra data after its end")
-            yield data
+        try:
+            yield from sealed.chunks(f, key_for(salt), prefix, raw_start + header_raw)
+        except sealed.Broken as exc:
+            raise SnapshotRefused(_BROKEN[exc.kind].format(n=exc.chunk)) from None
 
 
 def _empty(folder: Path) -> None:

@@ -30,6 +30,9 @@ HUGE_MATCH = 5000  # …and past which the newest matches are taken instead of B
 # BM25 weights of the keyword index's columns: the text, who said it, where (app, conversation,
 # title). A name in a question ("What did Caroline say…") is worth less than a rare content word.
 FTS_WEIGHTS = (1.0, 0.5, 0.5, 0.3)
+# SQLCipher's page cache (decrypted pages) in KiB: 64 MiB before issue 15's second round; 16 MiB
+# keeps keyword search as fast at 100k chunks (BENCHMARKS.md, "Encrypted persistent index").
+CACHE_KIB = 16384
 BM25 = f"bm25(chunks_fts, {', '.join(map(str, FTS_WEIGHTS))})"
 FTS_TOKENIZER = "porter unicode61 remove_diacritics 2"
 
@@ -275,7 +278,7 @@ class Store:
             raise LockedError(f"cannot unlock the memory at {path}: the key is wrong",
                               "check the passphrase (or MNEME_PASSPHRASE); nothing was changed") from None
         for pragma in ("secure_delete = ON", "foreign_keys = ON", "journal_mode = WAL",
-                       "synchronous = NORMAL", "temp_store = MEMORY", "cache_size = -65536", "cipher_memory_security = ON"):
+                       "synchronous = NORMAL", "temp_store = MEMORY", f"cache_size = -{CACHE_KIB}", "cipher_memory_security = ON"):
             self._db.execute(f"PRAGMA {pragma}")
         if new:
             private_file(path)

@@ -1,10 +1,9 @@
 """The vault: the whole memory as one encrypted, authenticated file, to carry or back up.
 
-Layout: ``MAGIC | u16 version | u32 n | header JSON (n bytes) | chunks…``. The header holds the
-Argon2id parameters and salt, a key-check value and a random nonce prefix — nothing secret. Each
-chunk is ``u32 length | AES-256-GCM(plaintext ≤ 1 MiB)`` with nonce = prefix ‖ counter and the
-header's hash plus a last-chunk flag as associated data, so any changed byte, reordered or
-missing chunk, edited header or cut-off end is refused. The plaintext is a stream of records
+Layout: a sealed stream (``core.sealed``: ``MAGIC | u16 version | u32 n | header JSON | chunks…``,
+AES-256-GCM chunks of ≤ 1 MiB bound to the header and their order). The header holds the Argon2id
+parameters and salt, a key-check value and a random nonce prefix — nothing secret; any changed
+byte, reordered or missing chunk, edited header or cut-off end is refused. The plaintext is a stream of records
 (config, sources with their text and vectors, frames), so export and import run in bounded memory.
 Import is one transaction: all of the vault or none of it.
 """
@@ -23,16 +22,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from argon2.low_level import Type, hash_secret_raw
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from mneme.core import sealed
 from mneme.core.errors import BadInputError, UserError
 from mneme.core.keys import kdf_problem
 from mneme.core.paths import private_file, write_atomic
 
 MAGIC = b"MNEMEVLT"
 VERSION = 1
-CHUNK = 1 << 20
+CHUNK = sealed.CHUNK
 KDF = {"name": "argon2id", "time_cost": 3, "memory_kib": 65536, "parallelism": 1}
 REC_CONFIG, REC_SOURCE, REC_FRAME, REC_END = 1, 2, 3, 255
 BATCH = 500
@@ -60,37 +58,24 @@ def _check_value(check_key: bytes) -> str:
 
 # -- writing ---------------------------------------------------------------------------------------
 class _Writer:
-    """Buffers the record stream and writes it out as sealed chunks."""
+    """Writes the record stream as a sealed stream."""
 
     def __init__(self, out, passphrase: str, kdf: dict):
         salt = secrets.token_bytes(16)
-        self.key, check = _keys(passphrase, salt, kdf)
-        self.prefix = secrets.token_bytes(8)
-        header = json.dumps({"kdf": {**kdf, "salt": salt.hex()}, "check": _check_value(check),
-                             "nonce_prefix": self.prefix.hex(), "chunk": CHUNK, "cipher": "AES-256-GCM",
-                             "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}).encode()
-        self.head = MAGIC + struct.pack(">HI", VERSION, len(header)) + header
-        self.aad = hashlib.sha256(self.head).digest()
-        self.out = out
-        self.out.write(self.head)
-        self.buf = bytearray()
-        self.counter = 0
-        self.aes = AESGCM(self.key)
+        key, check = _keys(passphrase, salt, kdf)
+        prefix = secrets.token_bytes(8)
+        head = sealed.head(MAGIC, VERSION, {
+            "kdf": {**kdf, "salt": salt.hex()}, "check": _check_value(check), "nonce_prefix": prefix.hex(),
+            "chunk": CHUNK, "cipher": "AES-256-GCM",
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        out.write(head)
+        self._out = sealed.Writer(out, key, prefix, head)
 
     def record(self, kind: int, payload: bytes) -> None:
-        self.buf += struct.pack(">BI", kind, len(payload)) + payload
-        while len(self.buf) > CHUNK:
-            self._seal(bytes(self.buf[:CHUNK]), last=False)
-            del self.buf[:CHUNK]
-
-    def _seal(self, data: bytes, last: bool) -> None:
-        nonce = self.prefix + struct.pack(">I", self.counter)
-        self.counter += 1
-        ct = self.aes.encrypt(nonce, data, self.aad + (b"\x01" if last else b"\x00"))
-        self.out.write(struct.pack(">I", len(ct)) + ct)
+        self._out.write(struct.pack(">BI", kind, len(payload)) + payload)
 
     def finish(self) -> None:
-        self._seal(bytes(self.buf), last=True)
+        self._out.finish()
 
 
 def _blob(meta: dict, *parts: bytes) -> bytes:
@@ -173,6 +158,11 @@ def clean_killed_export(home: Path) -> None:
 
 
 # -- reading ---------------------------------------------------------------------------------------
+_BROKEN = {"truncated": "the file is cut short (truncated)", "too long": "damaged",
+           "authentication": "damaged or altered (chunk {n} fails authentication)",
+           "extra data": "has extra data after its end"}
+
+
 def _refuse(path: Path, why: str, hint: str = "nothing was imported") -> BadInputError:
     return BadInputError(f"{path}: {why}; nothing was imported", hint)
 
@@ -215,38 +205,22 @@ def _records(path: Path, passphrase: str, progress: Progress | None) -> Iterator
             raise _refuse(path, "damaged header") from None
         if not hmac.compare_digest(_check_value(check), str(header["check"])):
             raise _refuse(path, "wrong vault passphrase (or a changed header)", "check the passphrase")
-        aes, aad, counter = AESGCM(key), hashlib.sha256(head).digest(), 0
-        buf, last = bytearray(), False
-        while not last:
-            lenb = f.read(4)
-            if len(lenb) < 4:
-                raise _refuse(path, "the file is cut short (truncated)")
-            (n,) = struct.unpack(">I", lenb)
-            ct = f.read(n)
-            if len(ct) < n or n > CHUNK + 64:
-                raise _refuse(path, "the file is cut short (truncated)" if len(ct) < n else "damaged")
-            nonce = prefix + struct.pack(">I", counter)
-            counter += 1
-            try:
-                data = aes.decrypt(nonce, ct, aad + b"\x00")
-            except InvalidTag:
-                try:
-                    data, last = aes.decrypt(nonce, ct, aad + b"\x01"), True
-                except InvalidTag:
-                    raise _refuse(path, f"damaged or altered (chunk {counter} fails authentication)") from None
-            buf += data
-            if last and f.read(1):
-                raise _refuse(path, "has extra data after its end")
-            if progress:
-                progress(f.tell(), size)
-            pos = 0
-            while len(buf) - pos >= 5:
-                kind, m = struct.unpack_from(">BI", buf, pos)
-                if len(buf) - pos - 5 < m:
-                    break
-                yield kind, bytes(buf[pos + 5:pos + 5 + m])
-                pos += 5 + m
-            del buf[:pos]
+        buf = bytearray()
+        try:
+            for data in sealed.chunks(f, key, prefix, head, max_chunk=CHUNK + 64):
+                buf += data
+                if progress:
+                    progress(f.tell(), size)
+                pos = 0
+                while len(buf) - pos >= 5:
+                    kind, m = struct.unpack_from(">BI", buf, pos)
+                    if len(buf) - pos - 5 < m:
+                        break
+                    yield kind, bytes(buf[pos + 5:pos + 5 + m])
+                    pos += 5 + m
+                del buf[:pos]
+        except sealed.Broken as exc:
+            raise _refuse(path, _BROKEN[exc.kind].format(n=exc.chunk)) from None
         if buf:
             raise _refuse(path, "damaged (a record is cut off)")
 

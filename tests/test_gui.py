@@ -475,6 +475,7 @@ def test_idle_lock_closes_the_memory_and_a_passphrase_reopens_it(qtbot, open_mem
     c.memory.config.set("lock_idle_minutes", 5)
     assert not c.check_idle_lock(idle_seconds=60)
     assert c.check_idle_lock(idle_seconds=301)
+    qtbot.waitUntil(lambda: c.unlock_dialog is not None, timeout=60_000)  # asked once the index is saved
     assert c.locked and mem.closed  # the store is closed: the key is out of RAM
     dialog = c.unlock_dialog
     qtbot.addWidget(dialog)
@@ -565,8 +566,8 @@ def test_closing_the_window_without_a_tray_asks_and_says_how_to_quit(controller,
     answer_when_shown(qtbot, lambda: window.close_box, choice, seen)
     window.close()
     assert "no system tray" in seen["text"] and "File › Quit or Ctrl+Q" in seen["text"]
-    if choice == "Quit Mneme":
-        assert controller.memory.closed
+    if choice == "Quit Mneme":  # closed (its index saved) on the task runner
+        qtbot.waitUntil(lambda: controller.memory.closed and controller.saving is None, timeout=60_000)
     else:
         assert window.isVisible() and not controller.memory.closed
         assert window.isMinimized() == (choice == "Keep running")

@@ -91,7 +91,7 @@ def keystroke_to_results(n: int = 100_000) -> list[float]:
     from mneme.app.main import Controller
     from mneme.app.qt import QApplication
     from mneme.core.memory import open_memory
-    from tests.bench.run import synthetic
+    from tests.bench.synthetic import messages as synthetic
 
     app = QApplication.instance() or QApplication([])
     home = tempfile.mkdtemp(prefix="mneme-appbench-")

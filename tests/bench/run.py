@@ -25,15 +25,11 @@ from mneme import models  # noqa: E402
 from mneme.core.memory import open_memory  # noqa: E402
 from mneme.core.records import Message  # noqa: E402
 from tests.bench.dataset import build  # noqa: E402
+from tests.bench.synthetic import WORDS, ZIPF, build_memory  # noqa: E402
+from tests.bench.synthetic import messages as synthetic  # noqa: E402,F401 - app_bench uses it
 
 os.environ.setdefault("MNEME_PASSPHRASE", "bench passphrase")
 os.environ.setdefault("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
-_rng = np.random.default_rng(0)
-# A 5,000-word vocabulary drawn Zipf-like, as words are in real text (a few common, most rare).
-WORDS = np.array(["".join(_rng.choice(list("abcdefghijklmnopqrstuvwxyz"), _rng.integers(3, 10)))
-                  for _ in range(5000)])
-ZIPF = 1.0 / np.arange(1, len(WORDS) + 1)
-ZIPF /= ZIPF.sum()
 
 
 def pct(values, q):
@@ -42,11 +38,6 @@ def pct(values, q):
 
 def fresh_home() -> str:
     return tempfile.mkdtemp(prefix="mneme-bench-")
-
-
-def synthetic(n, rng, start=0):
-    return [Message(f"s{i}", f"conv {i % 50}", 1.6e9 + i * 30, "me",
-                    " ".join(rng.choice(WORDS, 14, p=ZIPF)) + f" item{i}") for i in range(start, start + n)]
 
 
 def bench_quality(emb, report):
@@ -105,14 +96,7 @@ def bench_scale(emb, report, sizes):
     queries = [" ".join(rng.choice(WORDS, 3, p=ZIPF)) for _ in range(60)]
     for n in sizes:
         home = fresh_home()
-        mem = open_memory(home, embedder=emb, warm=False)
-        mem.import_messages(synthetic(n, rng))
-        for start in range(0, n, 20_000):
-            ids = list(range(start + 1, min(n, start + 20_000) + 1))
-            vecs = rng.standard_normal((len(ids), emb.dim)).astype(np.float32)
-            vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-            mem.store.put_embeddings(emb.id, list(zip(ids, vecs)))
-        mem.close()
+        build_memory(home, n, emb, rng)
         t0 = time.perf_counter()
         mem = open_memory(home, embedder=emb)
         mem.search(queries[0], mode="keyword")

@@ -143,6 +143,7 @@ class MainWindow(QMainWindow):
 
     def find(self) -> None:
         """Ctrl+F: the search box, its text selected to type over."""
+        self.c.memory.prepare_search()
         self.show_tab("Search")
         self.search.query.setFocus()
         self.search.query.selectAll()
@@ -335,6 +336,7 @@ class RecallOverlay(QWidget):
         return result, self.c.memory.store.thumbs([h.source_ids[0] for h in result.hits if h.kind == "frame"])
 
     def popup(self) -> None:
+        self.c.memory.prepare_search()
         screen = QGuiApplication.screenAt(self.cursor().pos()) or QGuiApplication.primaryScreen()
         geo = screen.availableGeometry()
         self.move(geo.x() + (geo.width() - self.width()) // 2, geo.y() + geo.height() // 5)

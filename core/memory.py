@@ -418,6 +418,13 @@ class Memory:
         return self.store.answers(limit)
 
     # -- reading --------------------------------------------------------------------------------
+    def prepare_search(self) -> None:
+        """A search is about to be typed (the overlay opened): an embedder let go while idle is
+        made ready meanwhile, so the first query does not wait for it."""
+        prepare = getattr(self.embedder, "prepare", None)
+        if prepare is not None:
+            prepare()
+
     def search(self, query: str, limit: int = 10, **kwargs) -> SearchResult:
         return self.retriever.search(query, limit, **kwargs)
 

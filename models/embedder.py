@@ -101,6 +101,13 @@ class MiniLMEmbedder:
         trim_heap()
         return True
 
+    def prepare(self) -> None:
+        """Make the session now, on a thread of its own, if it was let go: the overlay has just
+        opened, and the search about to be typed should not wait for it."""
+        if self._session is None:
+            threading.Thread(target=lambda: (self._use(), self._done()), name="embedder-prepare",
+                             daemon=True).start()
+
     def _use(self):
         with self._lock:
             if self._session is None:

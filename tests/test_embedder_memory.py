@@ -3,6 +3,7 @@ memory pattern off, batches cut to a token budget, the session made on first use
 and made again. Real MiniLM."""
 
 import threading
+import time
 
 import numpy as np
 
@@ -74,3 +75,17 @@ def test_the_heap_is_trimmed_where_glibc_is():
 
     assert heap.trim() is (platform.libc_ver()[0] == "glibc")
     assert embedder_module.trim_heap is heap.trim
+
+
+def test_a_session_let_go_is_made_again_ahead_of_a_search(open_mem):
+    e = MiniLMEmbedder(idle_release=0)
+    e.embed(["warm"])
+    assert e.release() and not e.loaded
+    mem = open_mem(embedder=e)
+    mem.prepare_search()  # the overlay opened: the session is made on a thread of its own
+    deadline = time.monotonic() + 60
+    while not e.loaded and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert e.loaded and e.loads == 2
+    e.embed(["typed"])
+    assert e.loads == 2  # the search did not make it again

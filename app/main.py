@@ -306,14 +306,18 @@ class Controller(QObject):
             self.start_capture()
         self.capture_changed()
 
-    def change_key_mode(self, mode: str) -> None:
+    def change_key_mode(self, mode: str, on_done=None, on_failed=None):
+        """Keep the master key in *mode* from now on. The passphrase is asked here; the store is
+        re-encrypted and the index sealed again on a worker (seconds for a large memory). Returns
+        the task, or None when the user gave no passphrase."""
         passphrase = None
         if mode == "passphrase":
             p = self.ask_new_passphrase("New passphrase")
             if not p:
-                return
+                return None
             passphrase = lambda q: p  # noqa: E731
-        self.memory.change_key_mode(mode, passphrase)
+        return self.tasks.run(lambda _task: self.memory.change_key_mode(mode, passphrase),
+                              on_done=on_done, on_failed=on_failed)
 
     # -- lock ------------------------------------------------------------------------------------
     def lockable(self) -> bool:

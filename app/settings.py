@@ -222,6 +222,29 @@ class SettingsView(QWidget):
         self.c.tasks.run(lambda _task: self.check(values), on_done=lambda wrong: self._checked(values, wrong),
                          on_failed=self._check_failed)
 
+    def _change_key_mode(self, mode: str) -> None:
+        """Re-encrypting runs on a worker; Save waits for it, and says how it ended."""
+        def done(_result) -> None:
+            self.saving = False
+            self.save_button.setEnabled(True)
+            self.saved.setText("Saved. The key is now kept " +
+                               ("in the OS keyring." if mode == "keyring" else "by your passphrase."))
+
+        def failed(exc, tb) -> None:
+            self.saving = False
+            self.save_button.setEnabled(True)
+            self.key_mode.setCurrentText(self.c.memory.meta.mode)
+            self.saved.setText("Saved, but the key was not changed.")
+            self.show_errors({"key_mode": str(exc)})
+            if not isinstance(exc, (UserError, OSError)):
+                self.c.error(exc, tb)
+
+        self.saving = True
+        self.save_button.setEnabled(False)
+        self.saved.setText("Re-encrypting your memory under the new key…")
+        if self.c.change_key_mode(mode, on_done=done, on_failed=failed) is None:
+            failed(UserError("no new passphrase was given", "choose Save again to set one"), "")
+
     def _check_failed(self, exc, tb) -> None:
         self.saving = False
         self.save_button.setEnabled(True)
@@ -250,18 +273,15 @@ class SettingsView(QWidget):
                 cfg.set(name, value)
             self.c.error(exc)
             return False
-        for name, changed, apply in (
-                ("autostart", self.autostart.isChecked() != self.autostarter.enabled(),
-                 lambda: self.autostarter.set_enabled(self.autostart.isChecked())),
-                ("key_mode", self.key_mode.currentText() != self.c.memory.meta.mode,
-                 lambda: self.c.change_key_mode(self.key_mode.currentText()))):
-            if changed:
-                try:
-                    apply()
-                except (UserError, OSError) as exc:
-                    self.show_errors({name: str(exc)})
+        if self.autostart.isChecked() != self.autostarter.enabled():
+            try:
+                self.autostarter.set_enabled(self.autostart.isChecked())
+            except (UserError, OSError) as exc:
+                self.show_errors({"autostart": str(exc)})
         self.saved.setStyleSheet("")
         self.saved.setText("Saved.")
+        if self.key_mode.currentText() != self.c.memory.meta.mode:
+            self._change_key_mode(self.key_mode.currentText())
         self.c.settings_changed(before)
         self.refresh_capture()
         self.refresh_meter()

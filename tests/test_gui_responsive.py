@@ -127,3 +127,21 @@ def test_past_questions_are_read_off_the_gui_thread(controller, qtbot, monkeypat
     history.open()
     qtbot.waitUntil(lambda: ask.history.count() == 1, timeout=10_000)
     assert "spare key" in ask.history.item(0).text() and threading.main_thread() not in history.threads
+
+
+def test_settings_changes_how_the_key_is_kept_off_the_gui_thread(controller, qtbot, monkeypatch):
+    settings = controller.window().settings
+    assert controller.memory.meta.mode == "passphrase"
+    rekey = Gate(controller.memory.store.rekey)
+    monkeypatch.setattr(controller.memory.store, "rekey", rekey)
+    settings.key_mode.setCurrentText("keyring")
+    qtbot.mouseClick(settings.save_button, Qt.LeftButton)
+    qtbot.waitUntil(rekey.entered.is_set, timeout=10_000)  # the check first, then the re-encryption
+    assert settings.saving and settings.saved.text() == "Re-encrypting your memory under the new key…"
+    assert not settings.save_button.isEnabled()
+    event_loop_turns(qtbot)
+    rekey.open()
+    wait_saved(qtbot, settings, timeout=30_000)
+    assert threading.main_thread() not in rekey.threads
+    assert controller.memory.meta.mode == "keyring"
+    assert settings.saved.text().endswith("kept in the OS keyring.")

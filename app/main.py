@@ -169,9 +169,10 @@ class Controller(QObject):
         self.capture_changed()
 
     def capture_status(self):
+        from mneme.app.results import clock, when
         from mneme.capture.service import status
 
-        return status(self.memory.config, self.capture, self.pause_state)
+        return status(self.memory.config, self.capture, self.pause_state, clock=clock, when=when)
 
     def capture_status_html(self) -> str:
         """The capture state with a link that does what the hint says (main window, Settings)."""

@@ -32,15 +32,20 @@ class CaptureStatus:
     hint: str = ""  # for "off" and "error": what to do
 
 
-def until_text(until: float) -> str:
+def until_text(until: float, clock=None, when=None) -> str:
+    """"until 14:30" today, else with the date; *clock* and *when* format a time and a date-time
+    as the user's locale writes them (the app passes Qt's), else Python's locale does."""
     if until == FOREVER:
         return "until you resume"
     at = datetime.fromtimestamp(until)
-    return f"until {at:%H:%M}" if at.date() == datetime.now().date() else f"until {at:%x %H:%M}"
+    if at.date() == datetime.now().date():
+        return f"until {clock(until) if clock else f'{at:%H:%M}'}"
+    return f"until {when(until) if when else f'{at:%x %H:%M}'}"
 
 
-def status(config, service: "CaptureService | None", pause: PauseState) -> CaptureStatus:
-    """The real capture state, as the main window and the tray show it."""
+def status(config, service: "CaptureService | None", pause: PauseState, clock=None, when=None) -> CaptureStatus:
+    """The real capture state, as the main window and the tray show it (*clock*, *when*: see
+    ``until_text``)."""
     if service is not None and service.state == "failed":
         return CaptureStatus("error", f"Capture stopped: {service.error}", service.hint)
     if not config["capture_consent"]:
@@ -49,7 +54,7 @@ def status(config, service: "CaptureService | None", pause: PauseState) -> Captu
         return CaptureStatus("off", "Capture is not running", "restart capture from the tray menu or Settings")
     until = pause.paused_until()
     if until is not None:
-        return CaptureStatus("paused", f"Paused {until_text(until)}", "resume from the tray menu")
+        return CaptureStatus("paused", f"Paused {until_text(until, clock, when)}", "resume from the tray menu")
     return CaptureStatus("capturing", "Capturing")
 
 

@@ -95,3 +95,25 @@ def test_dates_and_times_in_the_users_locale(day, qtbot, monkeypatch):
         assert when(t).startswith("3/4/21")
     finally:
         QLocale.setDefault(QLocale.system())
+
+
+def test_paused_until_is_said_in_the_users_locale(day, qtbot):
+    from mneme.capture.service import status
+    from mneme.app.results import clock, when
+
+    class Running:
+        state = "running"
+
+    view = day
+    view.c.memory.config.set("capture_consent", True)
+    QLocale.setDefault(QLocale(QLocale.English, QLocale.UnitedStates))
+    try:
+        view.c.pause_state.pause(60)
+        text = status(view.c.memory.config, Running(), view.c.pause_state, clock=clock, when=when).text
+        assert text.startswith("Paused until ") and text.rstrip().endswith(("AM", "PM")), text
+        until = view.c.pause_state.pause(3 * 86400)
+        text = status(view.c.memory.config, Running(), view.c.pause_state, clock=clock, when=when).text
+        assert text == f"Paused until {when(until)}" and "/" in text, text
+    finally:
+        QLocale.setDefault(QLocale.system())
+        view.c.pause_state.resume()

@@ -53,9 +53,6 @@ THEME_CHOICES = (("system", "Follow the desktop"), ("light", "Light"), ("dark", 
 
 
 class SettingsView(QWidget):
-    FIELDS = ("capture_consent", "capture_interval", "idle_pause_seconds", "retention_days", "retention_gb",
-              "excluded_apps", "excluded_titles", "model_path", "hotkey")
-
     def __init__(self, controller):
         super().__init__()
         self.c = controller

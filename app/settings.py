@@ -212,46 +212,45 @@ class SettingsView(QWidget):
         if self.saving:
             return
         values = self.entered()
-        self.saving = True
-        self.save_button.setEnabled(False)
+        self._busy(True)
         self.saved.setStyleSheet("")
         self.saved.setText("Checking…")
         self.c.tasks.run(lambda _task: self.check(values), on_done=lambda wrong: self._checked(values, wrong),
                          on_failed=self._check_failed)
 
+    def _busy(self, on: bool) -> None:
+        """A Save is in flight (checking, or re-encrypting under a new key): Save waits."""
+        self.saving = on
+        self.save_button.setEnabled(not on)
+
     def _change_key_mode(self, mode: str) -> None:
         """Re-encrypting runs on a worker; Save waits for it, and says how it ended."""
         def done(_result) -> None:
-            self.saving = False
-            self.save_button.setEnabled(True)
+            self._busy(False)
             self.saved.setText("Saved. The key is now kept " +
                                ("in the OS keyring." if mode == "keyring" else "by your passphrase."))
 
         def failed(exc, tb) -> None:
-            self.saving = False
-            self.save_button.setEnabled(True)
+            self._busy(False)
             self.key_mode.setCurrentText(self.c.memory.meta.mode)
             self.saved.setText("Saved, but the key was not changed.")
             self.show_errors({"key_mode": str(exc)})
             if not isinstance(exc, (UserError, OSError)):
                 self.c.error(exc, tb)
 
-        self.saving = True
-        self.save_button.setEnabled(False)
+        self._busy(True)
         self.saved.setText("Re-encrypting your memory under the new key…")
         if self.c.change_key_mode(mode, on_done=done, on_failed=failed) is None:
             failed(UserError("no new passphrase was given", "choose Save again to set one"), "")
 
     def _check_failed(self, exc, tb) -> None:
-        self.saving = False
-        self.save_button.setEnabled(True)
+        self._busy(False)
         self.saved.setText("")
         self.c.error(exc, tb)
 
     def _checked(self, values: dict, wrong: dict[str, str]) -> bool:
         """On the GUI thread, with what the check found: save and apply, or show what is wrong."""
-        self.saving = False
-        self.save_button.setEnabled(True)
+        self._busy(False)
         if self.c.memory.closed:
             return False
         self.show_errors(wrong)

@@ -33,7 +33,7 @@ log = logging.getLogger("mneme.flash")
 MiB = 1 << 20
 EXPERT = re.compile(r"_exps\.")                       # ffn_{gate,up,down}_exps: routed experts
 LAYER = re.compile(r"^blk\.(\d+)\.")
-AHEAD = 2                                             # layers read ahead of compute
+AHEAD = 1                                             # layers read ahead of compute
 # What compute may fault in itself past the reader's last look (it looks every 2 ms): a small
 # model computes a few layers in that time (LAG layers' tails, measured on the packaged model in
 # tests/test_flash.py); a large one is held back by the disk, which reads only a few MB in that
@@ -83,6 +83,7 @@ class Layout:
     n_ff: int = 0
     key_length: int = 0      # per head; 0: n_embd / n_head
     value_length: int = 0
+    readahead: int = 0       # the kernel's readahead for the file's device, bytes
 
     @property
     def moe(self) -> bool:
@@ -214,7 +215,21 @@ def read_layout(path: str | os.PathLike[str]) -> Layout:
                   int(meta.get(f"{arch}.attention.head_count_kv", n_head) or n_head), n_vocab,
                   tuple(tensors), int(meta.get(f"{arch}.feed_forward_length", 0)),
                   int(meta.get(f"{arch}.attention.key_length", 0)),
-                  int(meta.get(f"{arch}.attention.value_length", 0)))
+                  int(meta.get(f"{arch}.attention.value_length", 0)), readahead_bytes(p))
+
+
+def readahead_bytes(path: Path) -> int:
+    """How far past a faulted page the kernel reads (the file's device's ``read_ahead_kb``;
+    8 MiB when it cannot be found: what fast disks are set to)."""
+    dev = path.stat().st_dev
+    name = f"{os.major(dev)}:{os.minor(dev)}"
+    for sysfs in (f"/sys/class/bdi/{name}/read_ahead_kb", f"/sys/dev/block/{name}/queue/read_ahead_kb",
+                  f"/sys/dev/block/{name}/../queue/read_ahead_kb"):
+        try:
+            return int(Path(sysfs).read_text()) * 1024
+        except (OSError, ValueError):
+            continue
+    return 8 * MiB
 
 
 @dataclass
@@ -230,6 +245,7 @@ class Plan:
     moe: bool = False
     minimum_budget: int = 0
     n_ubatch: int = FILE_BACKED_UBATCH
+    readahead: int = 0
 
     @property
     def pinned_bytes(self) -> int:
@@ -241,7 +257,7 @@ class Plan:
 
     @property
     def window_bytes(self) -> int:
-        return _window(self.streamed)
+        return _window(self.streamed, self.readahead)
 
     @property
     def resident_bytes(self) -> int:
@@ -257,9 +273,12 @@ class Plan:
                 "moe": self.moe, "minimum_budget": self.minimum_budget}
 
 
-def _window(streamed: dict[int, list[Tensor]]) -> int:
-    """Most streamed bytes in memory at once: the layer computing, AHEAD layers read ahead and
-    what compute may fault in before the reader drops what is behind (LAG, LAG_BYTES)."""
+def _window(streamed: dict[int, list[Tensor]], readahead: int) -> int:
+    """Most streamed bytes in memory at once: the layer computing, AHEAD layers read ahead,
+    what compute may fault in before the reader drops what is behind (LAG, LAG_BYTES) and what
+    the kernel reads past the last page touched: a readahead window and the asynchronous one it
+    starts, twice *readahead* (compute catches the reader up at every token, and its faults must
+    read in large requests, so readahead stays on; measured in tests/test_flash.py)."""
     if not streamed:
         return 0
     layers = sorted(streamed)
@@ -270,7 +289,7 @@ def _window(streamed: dict[int, list[Tensor]]) -> int:
         ring = sizes + sizes[:n - 1]
         return max(sum(ring[i:i + n]) for i in range(len(sizes)))
 
-    return most(AHEAD + 1) + min(most(LAG), LAG_BYTES)
+    return most(AHEAD + 1) + min(most(LAG), LAG_BYTES) + 2 * readahead
 
 
 def resolve_budget(setting: str, meminfo: dict[str, int] | None = None) -> int:
@@ -317,9 +336,9 @@ def make_plan(layout: Layout, budget: int, n_ctx: int, file_backed: bool = False
     streamed_all: dict[int, list[Tensor]] = {}
     for t in layered:
         streamed_all.setdefault(t.layer, []).append(t)
-    minimum = always_bytes + kv + work + _window(streamed_all)
+    minimum = always_bytes + kv + work + _window(streamed_all, layout.readahead)
     plan = Plan("resident", budget, layout.file_size, kv, work, always_bytes, moe=layout.moe,
-                minimum_budget=minimum)
+                minimum_budget=minimum, readahead=layout.readahead)
     resident_work = layout.work_bytes(RESIDENT_UBATCH, n_ctx)
     if not file_backed and layout.file_size + kv + resident_work <= budget:
         plan.pinned, plan.work_bytes, plan.n_ubatch = list(layout.tensors), resident_work, RESIDENT_UBATCH
@@ -363,7 +382,7 @@ def make_plan(layout: Layout, budget: int, n_ctx: int, file_backed: bool = False
 
     def fits(cap: int) -> bool:
         pinned, streamed = split(cap)
-        return sum(t.size for t in pinned) + _window(streamed) <= room
+        return sum(t.size for t in pinned) + _window(streamed, layout.readahead) <= room
 
     lo, hi = 0, max((sum(t.size for t in ts) for ts in per_layer.values()), default=0)
     while lo < hi:
@@ -377,7 +396,7 @@ def make_plan(layout: Layout, budget: int, n_ctx: int, file_backed: bool = False
     # pinned never grows the window, so every step stays within the budget).
     used = always_bytes + kv + work + sum(t.size for t in pinned)
     for t in sorted((x for ts in streamed.values() for x in ts), key=lambda x: x.offset):
-        head, tail = _cut(t, (t.offset + min(t.size, budget - used - _window(streamed))) // PAGE * PAGE)
+        head, tail = _cut(t, (t.offset + min(t.size, budget - used - _window(streamed, layout.readahead))) // PAGE * PAGE)
         if head is None or head.size < PAGE:
             continue
         rest = [x for x in streamed[t.layer] if x is not t] + ([tail] if tail else [])

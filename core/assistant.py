@@ -188,9 +188,7 @@ def _first_person(claim: str) -> bool:
 
 def _only_numbers_are_new(claim: str, question: str) -> bool:
     """What the claim adds to the question is numbers (and dates) alone."""
-    asked = support.Evidence(question)
-    new = [kind for w, kind in support.needs(claim)
-           if not (support.stem(w) in asked.stems or w.lower() in asked.lower)]
+    new = [kind for _, kind in support.new_needs(claim, question)]
     return bool(new) and all(kind == "number" for kind in new)
 
 

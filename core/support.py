@@ -153,6 +153,18 @@ def needs(claim: str) -> list[tuple[str, str]]:
     return out
 
 
+def adds(word: str, kind: str, asked: Evidence) -> bool:
+    """Whether *word* (a ``needs`` kind) says something the question *asked* does not."""
+    return not (stem(word) in asked.stems or word.lower() in asked.lower or
+                (kind == "number" and all(d in asked.numbers for d in digits(word))))
+
+
+def new_needs(claim: str, question: str) -> list[tuple[str, str]]:
+    """What *claim* asserts beyond the words of *question*."""
+    asked = Evidence(question)
+    return [(w, kind) for w, kind in needs(claim) if adds(w, kind, asked)]
+
+
 def check(claim: str, excerpts: Sequence[Evidence], question: str = "") -> Verdict:
     """Is *claim* backed by *excerpts* (all of them together)?"""
     q = Evidence(question)
@@ -175,8 +187,7 @@ def check(claim: str, excerpts: Sequence[Evidence], question: str = "") -> Verdi
             per_source[i] += 1
         if found:
             from_memory += 1
-            novel += not (stem(w) in q.stems or w.lower() in q.lower or
-                          (kind == "number" and all(d in q.numbers for d in digits(w))))
+            novel += adds(w, kind, q)
         elif not ok_q:
             missing.append(w)
     order = sorted((i for i, n in enumerate(per_source) if n), key=lambda i: -per_source[i])

@@ -6,11 +6,13 @@ chooses the mode:
 - ``resident``: model + KV cache + working memory fit the budget; llama.cpp's defaults (mmap with
   its whole-file prefetch, CPU weight repacking) are kept, they are the fastest.
 - ``file-backed``: the weights stay in the page cache of the file, repacking off, the whole-file
-  prefetch off. The always-used tensors are pinned (attention, norms, output; for MoE every
-  non-expert tensor), and of each layer's FFN (MoE: expert) tensors all but an equal tail, cut
-  at a page boundary, as large as the budget allows. The tails stream layer by layer: read ahead
-  of compute and dropped behind it, so streamed pages never push pinned ones out. Per token that
-  reads about the streamed bytes, (model - budget) plus a window of a few layers' tails.
+  prefetch off. Dense: the always-used tensors are pinned (attention, norms, output), and of each
+  layer's FFN tensors all but an equal tail, cut at a page boundary, as large as the budget
+  allows. The tails stream layer by layer: read ahead of compute and dropped behind it, so
+  streamed pages never push pinned ones out. Per token that reads about the streamed bytes,
+  (model - budget) plus a window of a few layers' tails. MoE: every tensor but the routed
+  experts is pinned; the experts share the rest of the budget as a cache that keeps the ones
+  in use (a token uses a few, known only once the router has run, and often the same again).
 
 ``mneme.models.placement`` carries a plan out at run time. Nothing here imports llama_cpp.
 """
@@ -84,6 +86,8 @@ class Layout:
     key_length: int = 0      # per head; 0: n_embd / n_head
     value_length: int = 0
     readahead: int = 0       # the kernel's readahead for the file's device, bytes
+    n_expert: int = 0
+    n_expert_used: int = 0
 
     @property
     def moe(self) -> bool:
@@ -215,7 +219,8 @@ def read_layout(path: str | os.PathLike[str]) -> Layout:
                   int(meta.get(f"{arch}.attention.head_count_kv", n_head) or n_head), n_vocab,
                   tuple(tensors), int(meta.get(f"{arch}.feed_forward_length", 0)),
                   int(meta.get(f"{arch}.attention.key_length", 0)),
-                  int(meta.get(f"{arch}.attention.value_length", 0)), readahead_bytes(p))
+                  int(meta.get(f"{arch}.attention.value_length", 0)), readahead_bytes(p),
+                  int(meta.get(f"{arch}.expert_count", 0)), int(meta.get(f"{arch}.expert_used_count", 0)))
 
 
 def readahead_bytes(path: Path) -> int:
@@ -246,6 +251,10 @@ class Plan:
     minimum_budget: int = 0
     n_ubatch: int = FILE_BACKED_UBATCH
     readahead: int = 0
+    experts: list[Tensor] = field(default_factory=list)  # MoE: routed experts, held in a cache
+    expert_room: int = 0                                 # ... of this many bytes
+    n_expert: int = 0
+    n_expert_used: int = 0
 
     @property
     def pinned_bytes(self) -> int:
@@ -262,7 +271,8 @@ class Plan:
     @property
     def resident_bytes(self) -> int:
         """What the plan keeps in memory: the weights held resident, KV cache, working memory."""
-        weights = self.file_size if self.mode == "resident" else self.pinned_bytes + self.window_bytes
+        weights = self.file_size if self.mode == "resident" else \
+            self.pinned_bytes + self.window_bytes + self.expert_room
         return weights + self.kv_bytes + self.work_bytes
 
     def summary(self) -> dict:
@@ -270,7 +280,8 @@ class Plan:
                 "resident_bytes": self.resident_bytes, "pinned_bytes": self.pinned_bytes,
                 "streamed_bytes": self.streamed_bytes, "kv_bytes": self.kv_bytes,
                 "work_bytes": self.work_bytes, "n_ubatch": self.n_ubatch,
-                "moe": self.moe, "minimum_budget": self.minimum_budget}
+                "moe": self.moe, "expert_cache_bytes": self.expert_room,
+                "minimum_budget": self.minimum_budget}
 
 
 def _window(streamed: dict[int, list[Tensor]], readahead: int) -> int:
@@ -330,31 +341,40 @@ def make_plan(layout: Layout, budget: int, n_ctx: int, file_backed: bool = False
     """The mode and the pinned and streamed tensors for *budget* bytes; refuses a budget that
     cannot hold the always-resident part, the KV cache and working memory."""
     kv, work = layout.kv_bytes(n_ctx), layout.work_bytes(FILE_BACKED_UBATCH, n_ctx)
-    always = [t for t in layout.tensors if t.kind == "always"]
+    # MoE: every tensor but the routed experts is pinned (a dense FFN layer among them too);
+    # the experts share what is left, as a cache (mneme.models.placement keeps the ones in use).
+    always = [t for t in layout.tensors if t.kind == "always" or (layout.moe and t.kind == "ffn")]
     always_bytes = sum(t.size for t in always)
-    layered = [t for t in layout.tensors if t.kind in ("ffn", "expert")]
+    layered = [t for t in layout.tensors if t.kind == ("expert" if layout.moe else "ffn")]
     streamed_all: dict[int, list[Tensor]] = {}
     for t in layered:
         streamed_all.setdefault(t.layer, []).append(t)
-    minimum = always_bytes + kv + work + _window(streamed_all, layout.readahead)
+    held = _expert_floor(layout, streamed_all) if layout.moe else _window(streamed_all, layout.readahead)
+    minimum = always_bytes + kv + work + held
     plan = Plan("resident", budget, layout.file_size, kv, work, always_bytes, moe=layout.moe,
-                minimum_budget=minimum, readahead=layout.readahead)
+                minimum_budget=minimum, readahead=layout.readahead, n_expert=layout.n_expert,
+                n_expert_used=layout.n_expert_used)
     resident_work = layout.work_bytes(RESIDENT_UBATCH, n_ctx)
     if not file_backed and layout.file_size + kv + resident_work <= budget:
         plan.pinned, plan.work_bytes, plan.n_ubatch = list(layout.tensors), resident_work, RESIDENT_UBATCH
         return plan
     if budget < minimum:
         parts = "non-expert tensors" if layout.moe else "attention, norms and output"
+        held_text = "the experts two layers use" if layout.moe else f"{AHEAD + 1} streamed layers"
         raise UserError(
             f"llm_memory_budget {fmt_bytes(budget)} is too small for {layout.path.name}: its "
             f"always-resident part ({parts}, {fmt_bytes(always_bytes)}), the KV cache for n_ctx "
-            f"{n_ctx} ({fmt_bytes(kv)}), working memory ({fmt_bytes(work)}) and {AHEAD + 1} "
-            f"streamed layers need at least {-(-minimum // MiB)}M",
+            f"{n_ctx} ({fmt_bytes(kv)}), working memory ({fmt_bytes(work)}) and {held_text} "
+            f"need at least {-(-minimum // MiB)}M",
             f"set llm_memory_budget to at least {-(-minimum // MiB)}M, lower n_ctx, "
             "or choose a smaller model")
+    if layout.moe:
+        plan.mode, plan.pinned, plan.experts = "file-backed", always, layered
+        plan.expert_room = budget - always_bytes - kv - work
+        return plan
     plan.mode = "file-backed"
-    # Every layer streams at most the same number of bytes, the tail of its FFN (MoE: expert)
-    # tensors in file order, cut at a page boundary, and pins the rest: the read-ahead window
+    # Every layer streams at most the same number of bytes, the tail of its FFN tensors in file
+    # order, cut at a page boundary, and pins the rest: the read-ahead window
     # (AHEAD + 1 layers' streamed bytes and the lag) is then the smallest it can be, so the most is pinned
     # and the least read per token. The smallest cap that fits is found by bisection.
     per_layer = {i: sorted(ts, key=lambda t: t.offset) for i, ts in streamed_all.items()}
@@ -408,6 +428,14 @@ def make_plan(layout: Layout, budget: int, n_ctx: int, file_backed: bool = False
         used += head.size
     plan.pinned, plan.streamed = list(always) + pinned, streamed
     return plan
+
+
+def _expert_floor(layout: Layout, experts: dict[int, list[Tensor]]) -> int:
+    """The smallest expert cache: the experts one token uses in two layers (the one computing
+    and the next), with the kernel's readahead around them."""
+    n = max(1, layout.n_expert)
+    used = max((sum(t.size for t in ts) // n for ts in experts.values()), default=0)
+    return 2 * max(1, layout.n_expert_used) * used + 2 * layout.readahead
 
 
 def _cut(t: Tensor, end: int) -> tuple[Tensor | None, Tensor | None]:

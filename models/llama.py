@@ -279,6 +279,8 @@ class LlamaLLM:
                 if first is not None and n:
                     self.read_per_token = (read_bytes() - first) / n
                     self._save_status()
+                if self.placement is not None:
+                    self.placement.settle(wait=False)
 
     def _save_status(self) -> None:
         """The last measurement, for `mneme status` in another process (numbers only)."""

@@ -14,6 +14,7 @@ import mmap
 import os
 import queue
 import threading
+import time
 from pathlib import Path
 
 from mneme.models.flash import AHEAD, MiB, PAGE, Plan, Tensor
@@ -68,6 +69,29 @@ def _minus(ranges: list[tuple[int, int]], holes: list[tuple[int, int]]) -> list[
             pieces = nxt
         out += [(x, y - x) for x, y in pieces if y > x]
     return out
+
+
+def _expert_units(plan: Plan, file_size: int, pinned: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
+    """Each routed expert's page ranges, layer by layer and expert by expert: its slice of each
+    of the layer's expert tensors (experts are the outermost dimension, so a slice is
+    contiguous), rounded inward to pages, so dropping one never touches a neighbour's or a
+    pinned page."""
+    n = max(1, plan.n_expert)
+    by_layer: dict[int, list[Tensor]] = {}
+    for t in plan.experts:
+        by_layer.setdefault(t.layer, []).append(t)
+    units = []
+    for layer in sorted(by_layer):
+        for e in range(n):
+            ranges = []
+            for t in by_layer[layer]:
+                per = t.size // n
+                a = -(-(t.offset + e * per) // PAGE) * PAGE
+                b = min(file_size, (t.offset + (e + 1) * per) // PAGE * PAGE)
+                if b > a:
+                    ranges.append((a, b - a))
+            units.append(_minus(ranges, pinned))
+    return units
 
 
 def read_bytes() -> int:
@@ -225,6 +249,12 @@ class Placement:
         self.ahead_ranges = {i: _minus(_ranges([t for t in ts if t.kind != "expert"], size),
                                        self.pinned_ranges) for i, ts in plan.streamed.items()}
         self.layers = sorted(self.layer_ranges)
+        self.units = _expert_units(plan, size, self.pinned_ranges)
+        self._hand = 0
+        self._stuck = [0] * len(self.units)  # bytes of each expert its last drop left
+        self._next_trim = 0.0
+        self._pagemap = os.open("/proc/self/pagemap", os.O_RDONLY) if self.units else None
+        self.evicted = 0              # experts dropped from the cache
         self.locked = False
         self._addr = _libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, self.fd, 0)
         if self._addr in (None, ctypes.c_void_p(-1).value):
@@ -276,6 +306,8 @@ class Placement:
                 self._read(start, length)
         for i in self.layers:  # whatever the load left of streamed layers goes
             self._drop(i)
+        for unit in self.units:
+            self._evict(unit)
         # The header (metadata, vocabulary) llama.cpp has read and copied: out of the page cache.
         header = min((t.offset for t in self.plan.pinned), default=0) // PAGE * PAGE
         if header:
@@ -352,11 +384,100 @@ class Placement:
             msg = self._queue.get()
             if msg is None:
                 return
+            if isinstance(msg, threading.Event):  # settle(): a look at the expert cache now
+                self._next_trim = 0.0
+                if self.units:
+                    self._trim()
+                msg.set()
+                continue
             if msg == "follow":
                 while not self._ended.is_set():
                     self._move_to(min(self.n_layer - 1, self._count() * self.n_layer // self.nodes))
                     self._ended.wait(self.POLL)
             self._move_to(0)  # the next token starts at the first layer
+            if self.units and msg == "follow":
+                self._trim()
+
+    def settle(self, wait: bool = True) -> None:
+        """After an answer: the expert cache (MoE) is brought within its room now, not at the
+        next look (an answer's last passes may have grown it)."""
+        done = threading.Event()
+        self._queue.put(done)
+        if wait:
+            done.wait()
+
+    def _resident(self, units: list[list[tuple[int, int]]] | None = None) -> list[int]:
+        """Bytes of each expert (of *units*, default all) in the page cache now (``mincore``
+        over our mapping: ~80 ns a page)."""
+        units = self.units if units is None else units
+        lo = min((a for unit in units for a, _ in unit), default=0)
+        hi = max((a + n for unit in units for a, n in unit), default=0)
+        if hi <= lo:
+            return [0] * len(units)
+        vec = (ctypes.c_ubyte * ((hi - lo) // PAGE))()
+        if _libc.mincore(ctypes.c_void_p(self._addr + lo), ctypes.c_size_t(hi - lo), vec) != 0:
+            return [0] * len(units)
+        pages = bytes(vec)
+        return [sum(n // PAGE - pages[(a - lo) // PAGE:(a - lo + n) // PAGE].count(0) for a, n in unit) * PAGE
+                for unit in units]
+
+    def _referenced(self, unit: list[tuple[int, int]]) -> bool:
+        """Has compute touched the expert since its pages were last unmapped? A present page
+        table entry in llama.cpp's mapping (``/proc/self/pagemap``, bit 63) says so."""
+        if self._llama_addr is None:
+            return False
+        for start, length in unit:
+            first = (self._llama_addr + start) // PAGE
+            data = os.pread(self._pagemap, 8 * (length // PAGE), 8 * first)
+            if data and max(data[7::8]) & 0x80:
+                return True
+        return False
+
+    def _unmap(self, unit: list[tuple[int, int]]) -> None:
+        if self._llama_addr is not None:
+            for start, length in unit:
+                _libc.madvise(ctypes.c_void_p(self._llama_addr + start), ctypes.c_size_t(length),
+                              MADV_DONTNEED)
+
+    def _evict(self, unit: list[tuple[int, int]]) -> None:
+        self._unmap(unit)
+        for start, length in unit:
+            os.posix_fadvise(self.fd, start, length, os.POSIX_FADV_DONTNEED)
+
+    def _trim(self) -> None:
+        """MoE, after a pass: the experts in the page cache are held within the plan's expert
+        room, less what one token may add (its experts in every layer, and readahead), by
+        CLOCK: going round the experts, one touched since the hand last passed it is unmapped
+        and kept (a second chance), an untouched one is dropped. Experts used again and again
+        stay in memory, as under plain mmap's LRU, but within a bound of Mneme's own. A look
+        costs ~80 ns per page of the file, so it is taken at most a tenth of the time: between
+        looks the cache may grow past its room by what compute reads (a prompt pass may use
+        every expert). Pages the kernel keeps in a large folio shared with a pinned page cannot
+        be dropped and are not tried again."""
+        now = time.monotonic()
+        if now < self._next_trim:
+            return
+        resident = self._resident()
+        total = sum(resident)
+        room = self.plan.expert_room - self._token_growth()
+        n, steps = len(self.units), 0
+        while total > room and steps < 2 * n:
+            i, self._hand, steps = self._hand, (self._hand + 1) % n, steps + 1
+            if resident[i] <= self._stuck[i]:
+                continue
+            if self._referenced(self.units[i]):
+                self._unmap(self.units[i])
+                continue
+            self._evict(self.units[i])
+            self._stuck[i] = self._resident([self.units[i]])[0]
+            total -= resident[i] - self._stuck[i]
+            self.evicted += 1
+        self._next_trim = time.monotonic() + 9 * (time.monotonic() - now)
+
+    def _token_growth(self) -> int:
+        """What one token may add to the expert cache: its experts in every layer, and readahead."""
+        return self.plan.n_expert_used * sum(sum(n for _, n in unit) for unit in self.units) \
+            // max(1, self.plan.n_expert) + 2 * self.plan.readahead
 
     def close(self) -> None:
         if self._closed:
@@ -367,3 +488,5 @@ class Placement:
             self._thread.join(timeout=5)
         _libc.munmap(ctypes.c_void_p(self._addr), ctypes.c_size_t(self.plan.file_size))  # unlocks
         os.close(self.fd)
+        if self._pagemap is not None:
+            os.close(self._pagemap)

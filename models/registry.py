@@ -116,7 +116,8 @@ def describe_memory(report: dict) -> str:
         return f"{report['model']}: {report['error']}"
     per_token = report.get("read_per_token")
     read = "not measured yet" if per_token is None else f"{fmt_bytes(per_token)} read per token (last answer)"
-    mode = report["mode"] + (" (MoE: experts stream)" if report["moe"] and report["mode"] != "resident" else "")
+    mode = report["mode"] + (f" (MoE: experts in a {fmt_bytes(report.get('expert_cache_bytes', 0))} cache)"
+                             if report["moe"] and report["mode"] != "resident" else "")
     return (f"{report['model']}: {mode}; budget {fmt_bytes(report['budget'])} "
             f"({report['budget_setting']}); resident {fmt_bytes(report['resident_bytes'])} (weights "
             f"{fmt_bytes(report['resident_bytes'] - report['kv_bytes'] - report['work_bytes'])} of "

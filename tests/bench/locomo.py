@@ -227,7 +227,9 @@ def main() -> int:
         if args.rescore:
             out = (work / f"{sid}-answers.jsonl").read_text()
         else:
-            out = mneme(home, "ask", "--batch", str(afile), "--json", *extra)
+            # a minute a question: conv-41's 193 questions outran a flat hour on a loaded machine
+            out = mneme(home, "ask", "--batch", str(afile), "--json", *extra,
+                        timeout=max(3600, 60 * len(qa)))
             (work / f"{sid}-answers.jsonl").write_text(out)
         for q, line in zip(qa, out.splitlines()):
             a = json.loads(line)

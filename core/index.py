@@ -10,7 +10,9 @@ encrypted store and lives in one of three places, behind the same ``Index`` inte
 - ``url``: a Chroma server (``chromadb.HttpClient``), for a memory that outgrows one machine; the
   server keeps the collection on its own (encrypted) disk.
 
-Keyword search works while it warms up.
+Keyword search works while it warms up. A forget deletes ids from the live graph at once (hnswlib
+marks them; search stops returning them) and the copy each snapshot is sealed from is scrubbed of
+their floats and ids (``chroma_scrub``), so no fresh graph is built for it.
 """
 
 from __future__ import annotations
@@ -30,14 +32,17 @@ from chromadb.api.types import Documents, EmbeddingFunction, Embeddings
 from chromadb.config import Settings
 from chromadb.utils.embedding_functions import register_embedding_function
 
+from mneme.core import chroma_scrub, snapshot
 from mneme.core import embedding as embedding_registry
-from mneme.core import snapshot
 from mneme.core.embedding import Embedder
 from mneme.core.errors import UserError
 
 log = logging.getLogger(__name__)
 ADD_BATCH = 4000
 COLLECTION = "mneme-index"
+# A forgotten vector stays in the graph as a dead (zeroed, marked) element; a snapshot with more
+# dead elements than live ones, and more than this, is rebuilt at unlock instead of opened.
+DEAD_REBUILD = 10_000
 SETTINGS = dict(anonymized_telemetry=False, allow_reset=False)
 # HNSW parameters, chosen by measurement (BENCHMARKS.md, "Encrypted persistent index"). The
 # vectors themselves (384 float32) are ~90 % of the index's memory, so fewer links save little
@@ -46,7 +51,6 @@ SETTINGS = dict(anonymized_telemetry=False, allow_reset=False)
 # threshold makes adding barely faster and opening a snapshot up to a full rebuild slower.
 HNSW = {"space": "cosine", "max_neighbors": 16, "ef_construction": 100, "ef_search": 100,
         "batch_size": 100, "sync_threshold": 1000}
-CHROMA_DELETE = 3  # chromadb's Operation.DELETE in its SQLite log (embeddings_queue.operation)
 
 
 @register_embedding_function
@@ -95,29 +99,6 @@ def parse_server(url: str) -> tuple[str, int]:
     return parts.hostname, parts.port or (443 if parts.scheme == "https" else 8000)
 
 
-def _purge_forgotten(folder: Path) -> None:
-    """Leave no removed vector in Chroma's files before they are sealed. Chroma's SQLite log keeps
-    each change (with its vector) until its HNSW files are next written; a change followed by a
-    delete of the same id has no effect on the index, so it is dropped (the delete stays, replayed
-    as before). Then the file is rewritten so that no freed page keeps old rows. Checked against
-    chromadb 1.5's schema: a schema it does not know is an error, and no snapshot is written."""
-    import sqlite3
-
-    db = sqlite3.connect(folder / "chroma.sqlite3", isolation_level=None)
-    try:
-        cols = {r[1] for r in db.execute("PRAGMA table_info(embeddings_queue)")}
-        if not {"seq_id", "operation", "topic", "id", "vector"} <= cols:
-            raise RuntimeError(f"unknown Chroma log schema {sorted(cols)}: not sealing what it may keep")
-        db.execute("PRAGMA secure_delete = ON")
-        db.execute("DELETE FROM embeddings_queue WHERE operation != ? AND EXISTS (SELECT 1 FROM "
-                   "embeddings_queue d WHERE d.operation = ? AND d.id = embeddings_queue.id AND "
-                   "d.topic = embeddings_queue.topic AND d.seq_id > embeddings_queue.seq_id)",
-                   (CHROMA_DELETE, CHROMA_DELETE))
-        db.execute("VACUUM")
-    finally:
-        db.close()
-
-
 def _stale(meta: dict, expect: dict) -> str | None:
     """Why a saved index may not be used with the store's checkpoint *expect*; None if it may."""
     if meta.get("embedder") != expect.get("embedder"):
@@ -149,7 +130,7 @@ class Index:
         self.settled = threading.Event()  # warm-up has ended, ready or failed
         self.error: str | None = None     # why warm-up failed (keyword search still works)
         self.bad: list[int] = []          # chunk ids whose stored vectors are malformed
-        self._deleted = False             # vectors were deleted since the graph was last built
+        self.dead = 0                     # forgotten elements the graph keeps (zeroed in snapshots)
 
     @property
     def kind(self) -> str:
@@ -192,6 +173,8 @@ class Index:
             raise snapshot.SnapshotRefused("there is no RAM-backed folder to open it in")
         meta = snapshot.read(path, self.folder, key_for)
         problem = _stale(meta, expect)
+        if not problem and meta.get("dead", 0) > max(DEAD_REBUILD, meta.get("vectors", 0)):
+            problem = f"most of its graph ({meta['dead']} elements) is forgotten vectors, rebuilt to let them go"
         if problem:
             snapshot._empty(self.folder)
             raise snapshot.SnapshotRefused(problem)
@@ -208,6 +191,7 @@ class Index:
             raise snapshot.SnapshotRefused(f"it holds {count} vectors, not {meta.get('vectors')}")
         self.seq = int(meta["seq"])
         self.loaded = count
+        self.dead = int(meta.get("dead", 0))
         return meta
 
     def _load_server(self, expect: dict) -> dict:
@@ -232,8 +216,9 @@ class Index:
         """Save the index (the caller has brought it up to ``seq``): as an encrypted snapshot of
         the RAM folder, or, on a server, as a mark on its collection. Returns (vectors, bytes).
         A local client is closed first so that Chroma writes out every buffered vector, the
-        folder is copied (to another RAM folder) and opened again: searches wait only for that,
-        not for the purge and the sealing, which work on the copy."""
+        folder is copied (to another RAM folder) and opened again: searches wait only for that.
+        The copy is scrubbed of forgotten vectors and ids (``chroma_scrub``) and sealed; a copy
+        the scrub cannot vouch for makes a fresh graph first (``_compact``, searches wait)."""
         with self._lock:
             if self._col is None or self.kind == "memory":
                 raise RuntimeError("only an open index in a RAM folder or on a server can be saved")
@@ -242,33 +227,40 @@ class Index:
                 self._col.modify(metadata={"mneme_checkpoint": snapshot_id, "mneme_seq": self.seq,
                                            "mneme_embedder": self.embedder.id})
                 return count, 0
+        meta = {"snapshot": snapshot_id, "seq": self.seq, "embedder": self.embedder.id, "dim": self.embedder.dim}
+        for attempt in (1, 2):
+            copy, meta["vectors"] = self._copy()
+            try:
+                try:
+                    done = chroma_scrub.scrub(copy)
+                except chroma_scrub.Unsure as exc:
+                    if attempt == 2:
+                        raise RuntimeError(f"a fresh graph could not be scrubbed either: {exc}") from None
+                    log.warning("the index copy cannot be scrubbed (%s); building a fresh graph", exc)
+                    self._compact()
+                    continue
+                if done.live != meta["vectors"]:
+                    raise RuntimeError(f"the copy holds {done.live} ids, the index {meta['vectors']}")
+                self.dead = meta["dead"] = done.dead
+                return meta["vectors"], snapshot.write(path, copy, key_for, meta)
+            finally:
+                shutil.rmtree(copy, ignore_errors=True)
+        raise AssertionError("unreachable")
+
+    def _copy(self) -> tuple[Path, int]:
+        """A copy of the RAM folder with every change written out, and the vectors in it."""
         with self._lock:
-            if self._deleted:
-                self._compact()
             count = self._col.count()
-            meta = {"snapshot": snapshot_id, "seq": self.seq, "embedder": self.embedder.id,
-                    "dim": self.embedder.dim, "vectors": count}
             self._drop_client()
             try:
-                copy = snapshot.copy_folder(self.folder)
+                return snapshot.copy_folder(self.folder), count
             finally:
                 self.open(fresh=False)
-        try:
-            _purge_forgotten(copy)
-            size = snapshot.write(path, copy, key_for, meta)
-        finally:
-            shutil.rmtree(copy, ignore_errors=True)
-        return count, size
 
     def _compact(self) -> None:
-        """Build the RAM folder anew from the vectors the index still holds. hnswlib only marks a
-        deleted vector: its floats stay in ``data_level0.bin`` once the graph has been written, so
-        after a forget nothing short of a fresh graph keeps them out of the next snapshot.
-
-        Done with the index locked: searches wait for it (as long as a rebuild; BENCHMARKS.md). A
-        fresh graph built beside the live one, in a second Chroma client, did not let them go on
-        (chromadb 1.5 serialises the two: a search waited 320 s of a 488 s build at 100k) and
-        held both graphs in memory, so it was not kept."""
+        """Build the RAM folder anew from the vectors the index still holds (no dead element is
+        left in it). Done with the index locked: searches wait for it, as long as a rebuild
+        (BENCHMARKS.md); only when a copy cannot be scrubbed."""
         with self._lock:
             keep_ids: list[str] = []
             pages = []
@@ -284,7 +276,7 @@ class Index:
             self.open(fresh=True)
             for start in range(0, len(keep_ids), ADD_BATCH):
                 self._col.add(ids=keep_ids[start:start + ADD_BATCH], embeddings=keep[start:start + ADD_BATCH])
-            self._deleted = False
+            self.dead = 0
 
     def rename(self, name: str) -> None:
         """Give a server collection a new name (its name follows the memory's key)."""
@@ -335,7 +327,6 @@ class Index:
                     return
                 for start in range(0, len(ids), ADD_BATCH):
                     self._col.delete(ids=[str(i) for i in ids[start:start + ADD_BATCH]])
-                self._deleted = True  # the next snapshot is of a fresh graph (see _compact)
 
     def count(self) -> int:
         with self._lock:
@@ -366,11 +357,12 @@ class Index:
     def resident_bytes(self, vectors: int | None = None) -> int:
         """Memory the index holds in this process (or would, with *vectors*), estimated from the
         HNSW layout: per vector its floats, its links (2 x max_neighbors on level 0) and hnswlib's
-        label and header; Chroma's own SQLite page cache is not counted."""
+        label and header, dead (forgotten) elements included; Chroma's own SQLite page cache is
+        not counted."""
         if self.kind == "server":
             return 0
         per = self.embedder.dim * 4 + 2 * HNSW["max_neighbors"] * 4 + 4 + 8 + 16
-        return (self.count() if vectors is None else vectors) * per
+        return ((self.count() + self.dead) if vectors is None else vectors) * per
 
     def query(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
         """(chunk_id, cosine similarity) best first."""

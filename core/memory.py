@@ -452,6 +452,7 @@ class Memory:
         return {"ready": bool(idx and idx.ready.is_set()), "vectors": idx.count() if idx else 0,
                 "place": idx.kind if idx else None, "source": idx.source if idx else "",
                 "resident_bytes": idx.resident_bytes() if idx else 0,
+                "dead_vectors": idx.dead if idx else 0,
                 "ram_folder_bytes": snapshot.folder_bytes(idx.folder) if idx else 0,
                 "snapshot_vectors": point["vectors"] if point else 0,
                 "snapshot_resident_bytes": idx.resident_bytes(point["vectors"]) if idx and point else 0,

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,7 +33,7 @@ from chromadb.api.types import Documents, EmbeddingFunction, Embeddings
 from chromadb.config import Settings
 from chromadb.utils.embedding_functions import register_embedding_function
 
-from mneme.core import chroma_scrub, snapshot
+from mneme.core import chroma_scrub, heap, snapshot
 from mneme.core import embedding as embedding_registry
 from mneme.core.embedding import Embedder
 from mneme.core.errors import UserError
@@ -43,6 +44,10 @@ COLLECTION = "mneme-index"
 # A forgotten vector stays in the graph as a dead (zeroed, marked) element; a snapshot with more
 # dead elements than live ones, and more than this, is rebuilt at unlock instead of opened.
 DEAD_REBUILD = 10_000
+# Seconds without a search or change after which an index in a RAM folder closes its Chroma client,
+# letting go of the graph it holds in the process (its files stay in the RAM folder); the next use,
+# or ``prepare`` when the overlay opens, opens it again (as the embedder's session, 5 minutes).
+IDLE_RELEASE = 300.0
 SETTINGS = dict(anonymized_telemetry=False, allow_reset=False)
 # HNSW parameters, chosen by measurement (BENCHMARKS.md, "Encrypted persistent index"). The
 # vectors themselves (384 float32) are ~90 % of the index's memory, so fewer links save little
@@ -131,6 +136,13 @@ class Index:
         self.error: str | None = None     # why warm-up failed (keyword search still works)
         self.bad: list[int] = []          # chunk ids whose stored vectors are malformed
         self.dead = 0                     # forgotten elements the graph keeps (zeroed in snapshots)
+        self.idle_release = 0.0           # see IDLE_RELEASE (0: the graph is kept)
+        self._released = False            # the client is closed while idle; its files are in the folder
+        self._released_count = 0
+        self._last = time.monotonic()
+        self._timer: threading.Timer | None = None
+        self.reloads = 0                  # times it was opened again after a release
+        self.reload_seconds = 0.0         # how long the last of them took
 
     @property
     def kind(self) -> str:
@@ -220,7 +232,7 @@ class Index:
         The copy is scrubbed of forgotten vectors and ids (``chroma_scrub``) and sealed; a copy
         the scrub cannot vouch for makes a fresh graph first (``_compact``, searches wait)."""
         with self._lock:
-            if self._col is None or self.kind == "memory":
+            if (self._col is None and not self._released) or self.kind == "memory":
                 raise RuntimeError("only an open index in a RAM folder or on a server can be saved")
             if self.url:
                 count = self._col.count()
@@ -250,6 +262,8 @@ class Index:
     def _copy(self) -> tuple[Path, int]:
         """A copy of the RAM folder with every change written out, and the vectors in it."""
         with self._lock:
+            if self._released:  # closed already: nothing to write out, and it stays let go
+                return snapshot.copy_folder(self.folder), self._released_count
             count = self._col.count()
             self._drop_client()
             try:
@@ -262,6 +276,7 @@ class Index:
         left in it). Done with the index locked: searches wait for it, as long as a rebuild
         (BENCHMARKS.md); only when a copy cannot be scrubbed."""
         with self._lock:
+            self._live()
             keep_ids: list[str] = []
             pages = []
             n = self._col.count()
@@ -298,12 +313,70 @@ class Index:
 
     @property
     def is_open(self) -> bool:
-        return self._col is not None
+        return self._col is not None or self._released
+
+    # -- letting go of the graph while idle -------------------------------------------------------
+    @property
+    def released(self) -> bool:
+        return self._released
+
+    def _live(self):
+        """The collection (the caller holds the lock), opened again if it was let go while idle;
+        None when the index is not open."""
+        if self._released:
+            t = time.perf_counter()
+            self.open(fresh=False)
+            self._released = False
+            self.reloads += 1
+            self.reload_seconds = time.perf_counter() - t
+        return self._col
+
+    def _used(self) -> None:
+        """After a search or change: the idle clock starts again."""
+        self._last = time.monotonic()
+        if self.idle_release > 0 and self.kind == "ram" and (self._timer is None or not self._timer.is_alive()):
+            self._arm(self.idle_release)
+
+    def _arm(self, wait: float) -> None:
+        self._timer = threading.Timer(wait, self._idle)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _idle(self) -> None:
+        self._timer = None
+        if not self.release(idle_only=True) and self._col is not None and self.idle_release > 0:
+            self._arm(max(0.05, self.idle_release - (time.monotonic() - self._last)))
+
+    def release(self, idle_only: bool = False) -> bool:
+        """Close the Chroma client of an index in a RAM folder, so that the process no longer
+        holds its graph (the files stay; the next use opens them again). Not, with *idle_only*,
+        before ``idle_release`` seconds without use."""
+        with self._lock:
+            if self.kind != "ram" or self._col is None:
+                return False
+            if idle_only and time.monotonic() - self._last < self.idle_release * 0.99:
+                return False
+            self._released_count = self._col.count()
+            self._drop_client()
+            self._released = True
+        heap.trim()
+        return True
+
+    def prepare(self) -> None:
+        """Open a let-go graph again now, on a thread of its own (a search is about to be typed)."""
+        if self._released:
+            threading.Thread(target=self._wake, name="mneme-index-prepare", daemon=True).start()
+
+    def _wake(self) -> None:
+        with self._lock:
+            self._live()
+        self._used()
 
     def mark_ready(self) -> None:
         self.error = None
         self.ready.set()
         self.settled.set()
+        self._used()
 
     def mark_failed(self, why: str) -> None:
         self.error = why
@@ -314,32 +387,39 @@ class Index:
         for start in range(0, len(ids), ADD_BATCH):
             part = ids[start:start + ADD_BATCH]
             with self._lock:
-                if self._col is None:
+                col = self._live()
+                if col is None:
                     return
-                self._col.upsert(ids=[str(i) for i in part],
-                                 embeddings=np.asarray(vectors[start:start + ADD_BATCH], dtype=np.float32))
+                col.upsert(ids=[str(i) for i in part],
+                           embeddings=np.asarray(vectors[start:start + ADD_BATCH], dtype=np.float32))
             self.loaded += len(part)
+        self._used()
 
     def delete(self, ids: Sequence[int]) -> None:
         if ids:
             with self._lock:
-                if self._col is None:
+                col = self._live()
+                if col is None:
                     return
                 for start in range(0, len(ids), ADD_BATCH):
-                    self._col.delete(ids=[str(i) for i in ids[start:start + ADD_BATCH]])
+                    col.delete(ids=[str(i) for i in ids[start:start + ADD_BATCH]])
+            self._used()
 
     def count(self) -> int:
         with self._lock:
+            if self._released:  # (a status does not open it again)
+                return self._released_count
             return self._col.count() if self._col is not None else 0
 
     def ids(self) -> set[int]:
         out: set[int] = set()
         with self._lock:
-            if self._col is None:
+            col = self._live()
+            if col is None:
                 return out
-            n = self._col.count()
+            n = col.count()
             for offset in range(0, n, 10000):
-                got = self._col.get(limit=10000, offset=offset, include=[])
+                got = col.get(limit=10000, offset=offset, include=[])
                 out.update(int(i) for i in got["ids"])
         return out
 
@@ -347,10 +427,11 @@ class Index:
         """The vectors the index holds for these chunk ids (as Chroma gives them back)."""
         out: dict[int, np.ndarray] = {}
         with self._lock:
-            if self._col is None:
+            col = self._live()
+            if col is None:
                 return out
             for start in range(0, len(ids), ADD_BATCH):
-                got = self._col.get(ids=[str(i) for i in ids[start:start + ADD_BATCH]], include=["embeddings"])
+                got = col.get(ids=[str(i) for i in ids[start:start + ADD_BATCH]], include=["embeddings"])
                 out.update((int(i), np.asarray(v, dtype=np.float32)) for i, v in zip(got["ids"], got["embeddings"]))
         return out
 
@@ -359,7 +440,7 @@ class Index:
         HNSW layout: per vector its floats, its links (2 x max_neighbors on level 0) and hnswlib's
         label and header, dead (forgotten) elements included; Chroma's own SQLite page cache is
         not counted."""
-        if self.kind == "server":
+        if self.kind == "server" or (vectors is None and self._released):
             return 0
         per = self.embedder.dim * 4 + 2 * HNSW["max_neighbors"] * 4 + 4 + 8 + 16
         return ((self.count() + self.dead) if vectors is None else vectors) * per
@@ -374,17 +455,23 @@ class Index:
 
     def _query(self, k: int, **query) -> list[tuple[int, float]]:
         with self._lock:
-            if self._col is None:
+            col = self._live()
+            if col is None:
                 return []
-            n = self._col.count()
+            n = col.count()
             if n == 0:
                 return []
-            res = self._col.query(n_results=min(k, n), include=["distances"], **query)
+            res = col.query(n_results=min(k, n), include=["distances"], **query)
+        self._used()
         return [(int(i), 1.0 - float(d)) for i, d in zip(res["ids"][0], res["distances"][0])]
 
     def close(self) -> None:
         """Let go of the collection; a RAM folder is removed (save first to keep it)."""
         with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+            self.idle_release = 0.0
+            self._released = False
             if self.kind == "memory" and self._col is not None:
                 try:
                     _ephemeral().delete_collection(self._name)

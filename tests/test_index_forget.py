@@ -331,3 +331,44 @@ def test_a_snapshot_mostly_of_forgotten_vectors_is_rebuilt_at_unlock(open_mem, m
     mem.close()
     mem = open_mem()
     assert mem.wait_ready(60) and mem.index.source == "snapshot" and mem.index.dead == 0
+
+
+def test_an_idle_index_lets_go_of_its_graph_and_opens_it_again_when_used(open_mem, monkeypatch):
+    """(In this file for its fixtures: real Chroma in a RAM folder.) The release is by the idle
+    timer; a search, a change, a status and a save after it behave as before."""
+    from mneme.core import memory as memory_module
+
+    monkeypatch.setattr(memory_module, "IDLE_RELEASE", 0.5)
+    mem = filled(open_mem, n=300)
+    mem.wait_caught_up(60)
+    assert mem.save_index()  # the journal is applied: a save after the release has nothing to add
+    probe = mem.embedder.embed(["lighthouse keeper note 3"])[0]
+    expected = mem.index.query(probe, 5)
+    index = mem.index
+    assert index.idle_release == 0.5
+    deadline = threading.Event()
+    for _ in range(100):
+        if index.released:
+            break
+        deadline.wait(0.05)
+    assert index.released, "the idle timer did not let the graph go"
+    assert index._col is None and index._client is None  # the client is closed: nothing holds the graph
+    status = mem.index_status()
+    assert status["released"] and status["vectors"] == len(stored_ids(mem)) and status["resident_bytes"] == 0
+    assert index.released  # a status does not open it again
+    assert mem.save_index() and index.released  # nor does a snapshot
+    reloads = index.reloads
+    mem.prepare_search()  # the overlay opened: it is opened on a thread of its own
+    for _ in range(200):
+        if index.reloads > reloads:
+            break
+        deadline.wait(0.01)
+    assert index.reloads == reloads + 1
+    got = index.query(probe, 5)  # (among equal similarities the order may differ)
+    assert [round(sim, 5) for _, sim in got] == [round(sim, 5) for _, sim in expected]
+    assert got[0] == expected[0]
+    index.release()
+    mem.import_messages([msg(5000, "harbour crane at dawn")])
+    mem.embed_pending()  # a change opens it again too
+    assert index.reloads == reloads + 2
+    assert index.ids() == stored_ids(mem)

@@ -112,10 +112,8 @@ def scrub(folder: Path) -> Scrubbed:
         db.execute("DELETE FROM embeddings_queue WHERE EXISTS (SELECT 1 FROM embeddings_queue d WHERE "
                    "d.operation = ? AND d.id = embeddings_queue.id AND d.topic = embeddings_queue.topic "
                    "AND d.seq_id >= embeddings_queue.seq_id)", (CHROMA_DELETE,))
-        db.execute("CREATE TEMP TABLE live_ids(id TEXT PRIMARY KEY)")
-        db.executemany("INSERT INTO live_ids VALUES (?)", ((i,) for i in live))
-        db.execute("DELETE FROM embeddings_queue WHERE id NOT IN (SELECT id FROM live_ids)")
-        db.execute("DROP TABLE live_ids")
+        db.execute("DELETE FROM embeddings_queue WHERE NOT EXISTS (SELECT 1 FROM embeddings e WHERE "
+                   "e.segment_id = ? AND e.embedding_id = embeddings_queue.id)", (meta_seg,))
         out.log_rows_removed = before - db.execute("SELECT COUNT(*) FROM embeddings_queue").fetchone()[0]
         # Chroma numbers a new change after the log's last one: with rows gone from the end, the
         # segments' positions come down to it (what they had applied after it was removed).
@@ -150,6 +148,9 @@ def _scrub_graph(seg_dir: Path, live: set[str], deleted_after: set[str], last: i
         return 0, 0
     if not data.exists() or data.stat().st_size < count * size:
         raise Unsure("the graph's elements are cut short")
+    if data.stat().st_size > count * size:  # room past the last element holds nothing we vouch for
+        with open(data, "r+b") as f:
+            f.truncate(count * size)
     if not (seg_dir / MAP).exists():
         raise Unsure("a written graph without its id map")
     idmap = _load_map(seg_dir / MAP)
@@ -163,7 +164,7 @@ def _scrub_graph(seg_dir: Path, live: set[str], deleted_after: set[str], last: i
             if cid is None or cid not in live or cid in deleted_after:
                 dead[i] = True
         rows = np.flatnonzero(dead)
-        if len(rows):
+        if rows.size:
             elements[rows, off_data:label_off] = 0
             elements[rows, 2] |= 1
             elements.flush()
@@ -177,12 +178,15 @@ def _scrub_graph(seg_dir: Path, live: set[str], deleted_after: set[str], last: i
             del id_to_label[cid]
     gone = {cid for cid in id_to_label if cid not in live or cid in deleted_after}
     gone |= {cid for cid in label_to_id.values() if cid not in live or cid in deleted_after}
+    lowered = isinstance(idmap.get("max_seq_id"), int) and idmap["max_seq_id"] > last
+    if not rows.size and not gone and not lowered:
+        return count, 0  # nothing in the map to change
     idmap["id_to_label"] = {cid: lab for cid, lab in id_to_label.items() if cid not in gone}
     idmap["label_to_id"] = {lab: cid for lab, cid in label_to_id.items() if cid not in gone}
     if isinstance(idmap.get("id_to_seq_id"), dict):
         idmap["id_to_seq_id"] = {cid: s for cid, s in idmap["id_to_seq_id"].items()
                                  if cid in idmap["id_to_label"]}
-    if isinstance(idmap.get("max_seq_id"), int) and idmap["max_seq_id"] > last:
+    if lowered:
         idmap["max_seq_id"] = last
     protocol = idmap.pop("_protocol")
     (seg_dir / MAP).write_bytes(pickle.dumps(idmap, protocol=protocol))

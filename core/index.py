@@ -163,6 +163,7 @@ class Index:
         (a snapshot just unpacked into the folder, or the server's)."""
         with self._lock:
             self._client = self._connect()
+            self._released = False
             if fresh:
                 try:
                     self._client.delete_collection(self._name)
@@ -326,7 +327,6 @@ class Index:
         if self._released:
             t = time.perf_counter()
             self.open(fresh=False)
-            self._released = False
             self.reloads += 1
             self.reload_seconds = time.perf_counter() - t
         return self._col

@@ -322,8 +322,8 @@ class Index:
         return self._released
 
     def _live(self):
-        """The collection (the caller holds the lock), opened again if it was let go while idle;
-        None when the index is not open."""
+        """The collection (the caller holds the lock), opened again if it was let go while idle
+        (its graph is read by the first query); None when the index is not open."""
         if self._released:
             t = time.perf_counter()
             self.open(fresh=False)
@@ -368,8 +368,18 @@ class Index:
             threading.Thread(target=self._wake, name="mneme-index-prepare", daemon=True).start()
 
     def _wake(self) -> None:
+        """Open it again and load the graph: Chroma reads the HNSW files at the first query, not
+        when the collection is opened."""
         with self._lock:
-            self._live()
+            if not self._released:
+                return
+            t = time.perf_counter()
+            col = self._live()
+            if col is not None and col.count():
+                probe = np.zeros(self.embedder.dim, dtype=np.float32)
+                probe[0] = 1.0
+                col.query(query_embeddings=[probe], n_results=1, include=[])
+            self.reload_seconds = time.perf_counter() - t
         self._used()
 
     def mark_ready(self) -> None:

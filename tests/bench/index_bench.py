@@ -128,7 +128,7 @@ def timed(cls, name: str, spans: list) -> None:
     setattr(cls, name, wrapper)
 
 
-def unlock(home: str, queries: int, legacy: bool = False, forget: str = "") -> dict:
+def unlock(home: str, queries: int, legacy: bool = False, forget: str = "", keep_graph: bool = False) -> dict:
     """One unlock as the app does it, in this (fresh) process."""
     from mneme.models.embedder import MiniLMEmbedder
     from mneme.core.memory import open_memory
@@ -136,7 +136,7 @@ def unlock(home: str, queries: int, legacy: bool = False, forget: str = "") -> d
 
     from mneme.core import memory as memory_module
 
-    memory_module.IDLE_RELEASE = 0 if legacy else IDLE_S  # the index's graph let go when idle (round three)
+    memory_module.IDLE_RELEASE = 0 if legacy or keep_graph else IDLE_S  # the graph let go when idle (round three)
     if legacy:
         legacy_settings()
     emb = MiniLMEmbedder(idle_release=0, lean=False) if legacy else MiniLMEmbedder(idle_release=IDLE_S)
@@ -175,7 +175,11 @@ def unlock(home: str, queries: int, legacy: bool = False, forget: str = "") -> d
     t = time.perf_counter()
     mem.search(qs[1], limit=10, mode="hybrid", parse=True)  # the embedder and graph are made again if let go
     t_after_idle = (time.perf_counter() - t) * 1000
-    reload_s = mem.index.reload_seconds if index_released else 0.0
+    time.sleep(IDLE_S + 1)
+    probe = mem.embedder.embed([qs[3]])[0]  # (the embedder made again first: the query below is the index's alone)
+    t = time.perf_counter()
+    mem.index.query(probe, 10)  # opens the collection again and reads the graph
+    reload_s = time.perf_counter() - t if index_released else 0.0
     time.sleep(IDLE_S + 1)
     index_released_again = mem.index.released
     t = time.perf_counter()
@@ -304,12 +308,15 @@ def main() -> int:
     parser.add_argument("--forget", default="", help="(unlock phase) then forget this conversation")
     parser.add_argument("--runs", default="first,legacy,memory,now",
                         help="which unlocks, in this order: first (rebuilt, then saved), legacy, memory "
-                             "(no RAM folder), snap (from the snapshot), now (from the snapshot, then a forget "
+                             "(no RAM folder), kept (from the snapshot, graph kept when idle), snap (from the "
+                             "snapshot), now (from the snapshot, then a forget "
                              "of --forget-conv)")
+    parser.add_argument("--keep-graph", action="store_true", help="(unlock phase) no idle release of the graph")
     parser.add_argument("--forget-conv", default="conv 7", help="the conversation the last run forgets")
     args = parser.parse_args()
     if args.phase == "unlock":
-        print(json.dumps(unlock(args.home, args.queries, legacy=args.legacy, forget=args.forget)))
+        print(json.dumps(unlock(args.home, args.queries, legacy=args.legacy, forget=args.forget,
+                                keep_graph=args.keep_graph)))
         return 0
     if args.phase == "build":
         build(args.home, int(args.sizes))
@@ -333,6 +340,7 @@ def main() -> int:
         known = {"first": ("first (no snapshot: rebuilt, then saved)", {}, ()),
                  "legacy": ("from the snapshot, before round two (legacy settings)", {}, ("--legacy",)),
                  "memory": ("no RAM folder (rebuilt in memory, as before)", {"MNEME_INDEX_RAM": ""}, ()),
+                 "kept": ("from the snapshot, the graph kept when idle (round two)", {}, ("--keep-graph",)),
                  "snap": ("from the snapshot, now", {}, ()),
                  "now": ("from the snapshot, now; then a forget", {}, ("--forget", args.forget_conv))}
         wanted = [r for r in args.runs.split(",") if r and not (r == "memory" and args.no_baseline)]

@@ -144,13 +144,17 @@ def _scrub_graph(seg_dir: Path, live: set[str], deleted_after: set[str], last: i
     if version != 1 or off_level0 != 0 or not off_data < label_off <= size - 8:
         raise Unsure(f"unknown graph header {HEADER.unpack_from(raw)}")
     data = seg_dir / "data_level0.bin"
+    if count and (not data.exists() or data.stat().st_size < count * size):
+        raise Unsure("the graph's elements are cut short")
+    if data.exists() and data.stat().st_size > count * size:  # room past the last element: nothing of it is kept
+        with open(data, "r+b") as f:
+            f.seek(count * size)
+            left = data.stat().st_size - count * size
+            while left > 0:
+                f.write(bytes(min(left, 1 << 20)))
+                left -= 1 << 20
     if count == 0:
         return 0, 0
-    if not data.exists() or data.stat().st_size < count * size:
-        raise Unsure("the graph's elements are cut short")
-    if data.stat().st_size > count * size:  # room past the last element holds nothing we vouch for
-        with open(data, "r+b") as f:
-            f.truncate(count * size)
     if not (seg_dir / MAP).exists():
         raise Unsure("a written graph without its id map")
     idmap = _load_map(seg_dir / MAP)

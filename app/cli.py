@@ -294,8 +294,10 @@ def cmd_status(args) -> int:
     where = {"ram": "in RAM, saved as an encrypted snapshot", "memory": "in RAM only (no RAM-backed "
              "folder here: rebuilt at each unlock)", "server": "on a Chroma server"}.get(index["place"], "none")
     if index["ready"]:
-        print(f"Index:    {index['vectors']} vectors {where}; about {index['resident_bytes'] / 1e6:.0f} MB "
-              f"in memory, {index['ram_folder_bytes'] / 1e6:.0f} MB RAM folder; process "
+        held = ("graph let go while idle (opened again by the next search)" if index.get("released")
+                else f"about {index['resident_bytes'] / 1e6:.0f} MB in memory")
+        print(f"Index:    {index['vectors']} vectors {where}; {held}, "
+              f"{index['ram_folder_bytes'] / 1e6:.0f} MB RAM folder; process "
               f"{index['process_rss_bytes'] / 1e6:.0f} MB resident")
     else:
         print(f"Index:    {where}; snapshot of {index['snapshot_vectors']} vectors "

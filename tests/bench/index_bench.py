@@ -40,7 +40,7 @@ def build(home: str, n: int) -> None:
     from mneme import models
     from tests.bench.synthetic import build_memory
 
-    build_memory(home, n, models.default_embedder(), np.random.default_rng(2))
+    build_memory(home, n, models.default_embedder(), np.random.default_rng(2), at_once=n > 200_000)
 
 
 IDLE_S = 5.0  # the embedder's idle release in the benchmark (the app's is models.embedder.IDLE_RELEASE)
@@ -66,9 +66,12 @@ def legacy_settings() -> None:
     index.Index.save = locked_save
 
 
-def searches_during(work, qs, mem, starts: list | None = None) -> tuple[float, list[float]]:
+def searches_during(work, qs, mem, starts: list | None = None, vectors=None, vector_lat: list | None = None,
+                    ) -> tuple[float, list[float]]:
     """Run *work* while another thread searches (hybrid) without pause; (its seconds, latencies).
-    *starts* gets each search's start time (perf_counter)."""
+    *starts* gets each search's start time (perf_counter). With *vectors*, a third thread runs
+    vector-only queries on the index (latencies into *vector_lat*): they need neither the store
+    nor the embedder, so they show what the index alone makes wait."""
     import threading
 
     lat: list[float] = []
@@ -84,8 +87,18 @@ def searches_during(work, qs, mem, starts: list | None = None) -> tuple[float, l
                 starts.append(t)
             i += 1
 
-    th = threading.Thread(target=search)
-    th.start()
+    def query() -> None:
+        i = 0
+        while not done.is_set():
+            t = time.perf_counter()
+            mem.index.query(vectors[i % len(vectors)], 10)
+            vector_lat.append((time.perf_counter() - t) * 1000)
+            i += 1
+            time.sleep(0.02)
+
+    threads = [threading.Thread(target=search)] + ([threading.Thread(target=query)] if vectors is not None else [])
+    for th in threads:
+        th.start()
     time.sleep(0.5)
     t = time.perf_counter()
     try:
@@ -93,7 +106,8 @@ def searches_during(work, qs, mem, starts: list | None = None) -> tuple[float, l
     finally:
         took = time.perf_counter() - t
         done.set()
-        th.join()
+        for th in threads:
+            th.join()
     return took, lat
 
 
@@ -114,12 +128,15 @@ def timed(cls, name: str, spans: list) -> None:
     setattr(cls, name, wrapper)
 
 
-def unlock(home: str, queries: int, legacy: bool = False, forget: str = "") -> dict:
+def unlock(home: str, queries: int, legacy: bool = False, forget: str = "", keep_graph: bool = False) -> dict:
     """One unlock as the app does it, in this (fresh) process."""
     from mneme.models.embedder import MiniLMEmbedder
     from mneme.core.memory import open_memory
     from tests.bench.synthetic import WORDS, ZIPF
 
+    from mneme.core import memory as memory_module
+
+    memory_module.IDLE_RELEASE = 0 if legacy or keep_graph else IDLE_S  # the graph let go when idle (round three)
     if legacy:
         legacy_settings()
     emb = MiniLMEmbedder(idle_release=0, lean=False) if legacy else MiniLMEmbedder(idle_release=IDLE_S)
@@ -148,14 +165,29 @@ def unlock(home: str, queries: int, legacy: bool = False, forget: str = "") -> d
     gc.collect()
     time.sleep(2)
     steady = rss_mb()
-    time.sleep(IDLE_S + 1)  # the embedder is let go after IDLE_S without use (not in legacy)
+    status = mem.index_status()  # (while the graph is held)
+    time.sleep(IDLE_S + 1)  # the embedder and the index's graph are let go after IDLE_S without use (not in legacy)
     gc.collect()
     idle = rss_mb()
+    idle_folder = snapshot_folder_mb(mem)
     released = not getattr(emb, "loaded", True)
+    index_released = mem.index.released
     t = time.perf_counter()
-    mem.search(qs[1], limit=10, mode="hybrid", parse=True)  # the embedder is made again if it was let go
+    mem.search(qs[1], limit=10, mode="hybrid", parse=True)  # the embedder and graph are made again if let go
     t_after_idle = (time.perf_counter() - t) * 1000
-    status = mem.index_status()
+    time.sleep(IDLE_S + 1)
+    probe = mem.embedder.embed([qs[3]])[0]  # (the embedder made again first: the query below is the index's alone)
+    t = time.perf_counter()
+    mem.index.query(probe, 10)  # opens the collection again and reads the graph
+    reload_s = time.perf_counter() - t if index_released else 0.0
+    time.sleep(IDLE_S + 1)
+    index_released_again = mem.index.released
+    t = time.perf_counter()
+    mem.prepare_search()  # the overlay opens; the query comes a moment later, as typed
+    time.sleep(1.0)
+    t1 = time.perf_counter()
+    mem.search(qs[2], limit=10, mode="hybrid", parse=True)
+    t_prepared = (time.perf_counter() - t1) * 1000
     saved: list[bool] = []
     t_save, during = searches_during(lambda: saved.append(mem.save_index()), qs, mem)
     snap = mem.layout.index_snapshot
@@ -168,18 +200,31 @@ def unlock(home: str, queries: int, legacy: bool = False, forget: str = "") -> d
            "vectors": status["vectors"], "save_s": t_save, "snapshot_mb": size / 1e6,
            "save_searches": len(during), "save_search_max_ms": max(during, default=0.0),
            "embedder_loads": emb.loads, "released_when_idle": released, "search_after_idle_ms": t_after_idle,
+           "index_released_when_idle": index_released, "ram_folder_idle_mb": idle_folder,
+           "index_reload_s": reload_s, "index_released_again": index_released_again,
+           "search_1s_after_prepare_ms": t_prepared,
            "rss_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6}
     if forget:
+        from mneme.core import chroma_scrub
         from mneme.core.index import Index
         from mneme.core.store import Store
 
-        spans: dict[str, list] = {"store": [], "compact": [], "save": []}
+        spans: dict[str, list] = {"store": [], "compact": [], "save": [], "scrub": []}
         timed(Store, "forget", spans["store"])
         timed(Index, "_compact", spans["compact"])
         timed(Index, "save", spans["save"])
+        timed(chroma_scrub, "scrub", spans["scrub"])
         doomed = mem.forget_preview(app=forget)["chunks"]
+        with mem.store.transaction() as db:
+            doomed_ids = [cid for (cid,) in db.execute(
+                "SELECT c.id FROM chunks c JOIN sources s ON s.id = c.source_id WHERE s.conversation = ? "
+                "ORDER BY c.id LIMIT 50", (forget,))]
+        _, doomed_vecs = mem.store.vectors_of(mem.embedder.id, doomed_ids, mem.embedder.dim)
         starts: list[float] = []
-        t_forget, during = searches_during(lambda: mem.forget(app=forget), qs, mem, starts)
+        vector_lat: list[float] = []
+        t_forget, during = searches_during(lambda: mem.forget(app=forget), qs, mem, starts,
+                                           vectors=np.stack(doomed_vecs), vector_lat=vector_lat)
+        returned = sum(len(set(doomed_ids) & {cid for cid, _ in mem.index.query(v, 10)}) for v in doomed_vecs)
         c0, c1 = spans["compact"][0] if spans["compact"] else (0.0, 0.0)
         in_compact = [ms for t, ms in zip(starts, during) if c0 <= t <= c1]
         out.update(forget_chunks=doomed, forget_s=t_forget, forget_searches=len(during),
@@ -188,10 +233,20 @@ def unlock(home: str, queries: int, legacy: bool = False, forget: str = "") -> d
                    compact_s=sum(b - a for a, b in spans["compact"]), compactions=len(spans["compact"]),
                    index_save_s=sum(b - a for a, b in spans["save"]),
                    compact_searches=len(in_compact), compact_search_max_ms=max(in_compact, default=0.0),
+                   scrub_s=sum(b - a for a, b in spans["scrub"]), dead=mem.index.dead,
+                   vector_queries=len(vector_lat), vector_query_max_ms=max(vector_lat, default=0.0),
+                   vector_query_p50_ms=float(np.percentile(vector_lat, 50)) if vector_lat else 0.0,
+                   forgotten_returned=returned, forgotten_probed=len(doomed_ids),
                    forget_snapshot_mb=snap.stat().st_size / 1e6 if snap.exists() else 0,
                    forget_rss_peak_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6)
     mem.close()
     return out
+
+
+def snapshot_folder_mb(mem) -> float:
+    from mneme.core import snapshot
+
+    return snapshot.folder_bytes(mem.index.folder) / 1e6
 
 
 def child(phase: str, home: str, env: dict | None = None, queries: int = 60, flags: tuple = ()) -> dict:
@@ -251,9 +306,17 @@ def main() -> int:
     parser.add_argument("--no-baseline", action="store_true", help="skip the rebuild-in-memory comparison")
     parser.add_argument("--legacy", action="store_true", help="(unlock phase) the settings before round two")
     parser.add_argument("--forget", default="", help="(unlock phase) then forget this conversation")
+    parser.add_argument("--runs", default="first,legacy,memory,now",
+                        help="which unlocks, in this order: first (rebuilt, then saved), legacy, memory "
+                             "(no RAM folder), kept (from the snapshot, graph kept when idle), snap (from the "
+                             "snapshot), now (from the snapshot, then a forget "
+                             "of --forget-conv)")
+    parser.add_argument("--keep-graph", action="store_true", help="(unlock phase) no idle release of the graph")
+    parser.add_argument("--forget-conv", default="conv 7", help="the conversation the last run forgets")
     args = parser.parse_args()
     if args.phase == "unlock":
-        print(json.dumps(unlock(args.home, args.queries, legacy=args.legacy, forget=args.forget)))
+        print(json.dumps(unlock(args.home, args.queries, legacy=args.legacy, forget=args.forget,
+                                keep_graph=args.keep_graph)))
         return 0
     if args.phase == "build":
         build(args.home, int(args.sizes))
@@ -274,11 +337,14 @@ def main() -> int:
             subprocess.run([sys.executable, __file__, "--phase", "build", "--home", home, "--sizes", str(n)],
                            cwd=ROOT, check=True)
             print(f"built {n} in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
-        runs = [("first (no snapshot: rebuilt, then saved)", {}, ()),
-                ("from the snapshot, before round two (legacy settings)", {}, ("--legacy",))]
-        if not args.no_baseline:
-            runs.append(("no RAM folder (rebuilt in memory, as before)", {"MNEME_INDEX_RAM": ""}, ()))
-        runs.append(("from the snapshot, now; then a forget", {}, ("--forget", "conv 7")))  # last: it changes the memory
+        known = {"first": ("first (no snapshot: rebuilt, then saved)", {}, ()),
+                 "legacy": ("from the snapshot, before round two (legacy settings)", {}, ("--legacy",)),
+                 "memory": ("no RAM folder (rebuilt in memory, as before)", {"MNEME_INDEX_RAM": ""}, ()),
+                 "kept": ("from the snapshot, the graph kept when idle (round two)", {}, ("--keep-graph",)),
+                 "snap": ("from the snapshot, now", {}, ()),
+                 "now": ("from the snapshot, now; then a forget", {}, ("--forget", args.forget_conv))}
+        wanted = [r for r in args.runs.split(",") if r and not (r == "memory" and args.no_baseline)]
+        runs = [known[r] for r in wanted]  # "now" last: its forget changes the memory
         for name, env, flags in runs:
             r = child("unlock", home, env, queries=args.queries, flags=flags)
             print(name, r, file=sys.stderr, flush=True)
@@ -291,24 +357,33 @@ def main() -> int:
                           f"{snap} | {r['rss_steady_mb']:.0f} MB | {r['rss_idle_mb']:.0f} MB | "
                           f"{r['rss_peak_mb']:.0f} MB | {r['index_resident_mb']:.0f} MB | {r['ram_folder_mb']:.0f} MB |")
             print(report[-1], file=sys.stderr, flush=True)
-            idle_notes.append(f"{name}: embedder let go when idle: {r['released_when_idle']}; the first hybrid "
-                              f"search after that took {r['search_after_idle_ms']:,.0f} ms; RSS before the index "
-                              f"was opened (embedder loaded): {r['rss_before_mb']:.0f} MB")
+            idle_notes.append(f"{name}: embedder let go when idle: {r['released_when_idle']}, index graph: "
+                              f"{r.get('index_released_when_idle')} (RAM folder then {r.get('ram_folder_idle_mb', 0):.0f} MB, "
+                              f"RSS {r['rss_idle_mb']:.0f} MB: together {r['rss_idle_mb'] + r.get('ram_folder_idle_mb', 0):.0f} MB); "
+                              f"the first hybrid search after that took {r['search_after_idle_ms']:,.0f} ms (of it "
+                              f"opening the graph again {r.get('index_reload_s', 0):.2f} s); one typed 1 s after "
+                              f"the overlay opened (prepare_search) {r.get('search_1s_after_prepare_ms', 0):,.0f} ms "
+                              f"(graph let go again before it: {r.get('index_released_again')}); RSS before the "
+                              f"index was opened (embedder loaded): {r['rss_before_mb']:.0f} MB")
             if "forget_s" in r:
                 forgets.append(f"| {n:,} | {r['forget_chunks']:,} | {r['forget_s']:.1f} s | {r['store_forget_s']:.1f} s | "
-                               f"{r['compact_s']:.1f} s ({r['compactions']}) | {r['index_save_s']:.1f} s | "
+                               f"{r['index_save_s']:.1f} s | {r['scrub_s']:.1f} s ({r['dead']:,} dead) | "
+                               f"{r['compact_s']:.1f} s ({r['compactions']}) | "
                                f"{r['forget_searches']} ({r['forget_search_max_ms']:,.0f} ms) | "
-                               f"{r['compact_searches']} ({r['compact_search_max_ms']:,.0f} ms) | "
+                               f"{r['vector_queries']} ({r['vector_query_p50_ms']:,.0f} / {r['vector_query_max_ms']:,.0f} ms) | "
+                               f"{r['forgotten_returned']} of {r['forgotten_probed']} | "
                                f"{r['forget_snapshot_mb']:.0f} MB | {r['forget_rss_peak_mb']:.0f} MB |")
         if not args.home:
             subprocess.run(["rm", "-rf", home], check=True)
     report += ["", *[f"- {n}" for n in idle_notes]]
     if forgets:
-        report += ["", "A forget (one conversation), its store deletion, the fresh graph (`Index._compact`) and "
-                   "the new snapshot, while another thread searches:", "",
-                   "| chunks | forgotten | forget → new snapshot | of it: store | fresh graph (`_compact`, times) | "
-                   "index save incl. the graph | searches meanwhile (slowest) | of them during the graph (slowest) | "
-                   "snapshot size | RSS peak |", "|---|---|---|---|---|---|---|---|---|---|", *forgets]
+        report += ["", "A forget (one conversation): its store deletion, the new snapshot (with the scrub of its "
+                   "copy, `chroma_scrub.scrub`) and any fresh graph (`Index._compact`), while one thread runs hybrid "
+                   "searches and another vector-only queries (by forgotten chunks' vectors) without pause:", "",
+                   "| chunks | forgotten | forget → new snapshot | of it: store | index save | of it: scrub | "
+                   "fresh graph (times) | hybrid searches meanwhile (slowest) | vector queries meanwhile (p50 / slowest) | "
+                   "forgotten chunks returned after | snapshot size | RSS peak |",
+                   "|---|---|---|---|---|---|---|---|---|---|---|---|", *forgets]
     if args.params:
         report += ["", f"HNSW settings ({args.params:,} random 384-d vectors, Chroma PersistentClient in /dev/shm):",
                    "", *params(args.params)]

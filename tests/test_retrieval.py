@@ -236,3 +236,22 @@ def test_what_the_named_person_said_outweighs_a_single_list(open_mem, monkeypatc
     assert first.speaker == "Raj" and first.ranks["keyword"] > 12 and first.ranks["vector"] > 12
     monkeypatch.setattr(retrieval, "LIST_WEIGHTS", {})
     assert mem.search(question, limit=5).hits[0].speaker == "Priya"
+
+
+def test_the_messages_next_to_the_fifteen_best_matches_come_along(open_mem):
+    """"Where were you last weekend?" holds no word of the question; it is shown because the answer
+    after it matches. The 15 best matches bring theirs (NEIGHBOUR_DEPTH), the rest do not."""
+    mem = open_mem()
+    for i in range(20):
+        mem.import_messages([msg(2 * i, "Where were you last weekend?", conv=f"C{i}", t=T0 + i * DAY),
+                             msg(2 * i + 1, f"we went on a camping trip {'and more ' * i}", conv=f"C{i}",
+                                 t=T0 + i * DAY + 30)])
+    hits = mem.search("camping trip", limit=60, mode="keyword").hits
+    asked = [h for h in hits if h.text == "Where were you last weekend?"]
+    assert len(asked) == 15
+    assert all(set(h.ranks) == {"neighbour"} for h in asked)
+    matched = {h.source_ids[0]: n for n, h in enumerate(hits) if "keyword" in h.ranks}
+    assert len(matched) == 20
+    # the 15 shortest (so best) answers bring their questions, each shown after its answer
+    assert {h.source_ids[0] + 1 for h in asked} == {2 * i + 2 for i in range(15)}
+    assert all(matched[h.source_ids[0] + 1] < hits.index(h) for h in asked)

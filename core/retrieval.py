@@ -124,9 +124,13 @@ class Retriever:
         named = named_speakers(text, self.store.speakers()) if SPEAKER_PREFERENCE else []
         if mode in ("hybrid", "keyword"):
             # The name is left out of the keyword query as well: the speaker list below prefers what
-            # they said, and "Caroline" in the text mostly marks messages said *to* Caroline.
-            words = without_names(text, named) or text
-            rankings["keyword"] = [cid for cid, _ in self.store.keyword_search(words, depth, **filters)]
+            # they said, and "Caroline" in the text mostly marks messages said *to* Caroline. When
+            # nothing but the name matches, the name is searched after all.
+            words = without_names(text, named)
+            found = self.store.keyword_search(words, depth, **filters) if words else []
+            if not found and words != text:
+                found = self.store.keyword_search(text, depth, **filters)
+            rankings["keyword"] = [cid for cid, _ in found]
         if mode in ("hybrid", "vector") and self.vector_ready():
             scored = self._vector(without_names(text, named) or text, depth, filters)
             sims = dict(scored)

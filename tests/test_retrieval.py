@@ -217,6 +217,9 @@ def test_a_named_person_is_left_out_of_the_keyword_query(open_mem):
     hits = {h.source_ids[0]: h for h in mem.search("What did Raj say about the cake?", mode="keyword").hits}
     assert hits[2].ranks["keyword"] == 1 and hits[1].ranks["keyword"] == 2
     assert hits[2].ranks["speaker"] == 1
+    # when nothing but the name matches, the name is searched after all
+    found = mem.search("What was grandpa's gift to Raj?", mode="keyword").hits
+    assert [h.source_ids[0] for h in found][:2] == [2, 1]
 
 
 def test_what_the_named_person_said_outweighs_a_single_list(open_mem, monkeypatch):

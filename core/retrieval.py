@@ -26,14 +26,21 @@ EXACT_VECTOR_LIMIT = 50_000  # filtered sets up to this size are scored exactly,
 # the nearest of unrelated things. Chosen on the LoCoMo dev split (BENCHMARKS.md).
 VECTOR_FLOOR = 0.25
 # The neighbour stage: the messages just before and after each of the top matches get this share
-# of its fused score (chosen on the LoCoMo dev split, where 0.3 did best of 0.2-0.8).
-NEIGHBOUR_SHARE = 0.3
-NEIGHBOUR_DEPTH = 10
+# of its fused score. Chosen on the LoCoMo dev split over depth 10 / 15 / 20 / 30 x share 0.2 / 0.3,
+# leave one conversation out (fit on two, scored on the third): 15 and 0.2 won twice of three,
+# recall@5 / @10 0.696 / 0.794 -> 0.721 / 0.799 (was 10 and 0.3, chosen before the speaker list).
+NEIGHBOUR_SHARE = 0.2
+NEIGHBOUR_DEPTH = 15
 # A person named in the question is a soft preference too: a fourth RRF list of the candidates
 # they said. The name is then left out of what is embedded, since every message of theirs carries
 # it ("Caroline: …"), so it pulls all of them near the question. LoCoMo dev: recall@5 / @10
 # 0.666 / 0.773 -> 0.688 / 0.790 (BENCHMARKS.md).
 SPEAKER_PREFERENCE = True
+# How much each RRF list counts (1 unless named here). Nearly all the evidence for a question that
+# names one person is what that person said (97 % on LoCoMo dev), so their list counts twice:
+# recall@5 0.691 -> 0.695 with the stop words and the name out of the keyword query too; weights
+# 1.5 / 2.5 / 3 and keyword or vector lists at 1.4 did no better (BENCHMARKS.md).
+LIST_WEIGHTS: dict[str, float] = {"speaker": 2.0}
 
 
 def without_names(query: str, names: Sequence[str]) -> str:
@@ -66,13 +73,16 @@ class SearchResult:
     modes: list[str] = field(default_factory=list)  # which retrievers answered: keyword, vector
 
 
-def rrf(rankings: dict[str, Sequence[int]], k: int = RRF_K) -> list[tuple[int, float, dict[str, int]]]:
-    """Reciprocal-rank fusion: sum of 1/(k + rank) over the rankings each id appears in."""
+def rrf(rankings: dict[str, Sequence[int]], k: int = RRF_K,
+        weights: dict[str, float] | None = None) -> list[tuple[int, float, dict[str, int]]]:
+    """Reciprocal-rank fusion: sum of weight/(k + rank) over the rankings each id appears in (a
+    ranking's weight is 1 unless *weights* names it)."""
     scores: dict[int, float] = {}
     ranks: dict[int, dict[str, int]] = {}
     for name, ids in rankings.items():
+        weight = (weights or {}).get(name, 1.0)
         for rank, cid in enumerate(ids, 1):
-            scores[cid] = scores.get(cid, 0.0) + 1.0 / (k + rank)
+            scores[cid] = scores.get(cid, 0.0) + weight / (k + rank)
             ranks.setdefault(cid, {})[name] = rank
     ordered = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
     return [(cid, score, ranks[cid]) for cid, score in ordered]
@@ -113,7 +123,14 @@ class Retriever:
         sims: dict[int, float] = {}
         named = named_speakers(text, self.store.speakers()) if SPEAKER_PREFERENCE else []
         if mode in ("hybrid", "keyword"):
-            rankings["keyword"] = [cid for cid, _ in self.store.keyword_search(text, depth, **filters)]
+            # The name is left out of the keyword query as well: the speaker list below prefers what
+            # they said, and "Caroline" in the text mostly marks messages said *to* Caroline. When
+            # nothing but the name matches, the name is searched after all.
+            words = without_names(text, named)
+            found = self.store.keyword_search(words, depth, **filters) if words else []
+            if not found and words != text:
+                found = self.store.keyword_search(text, depth, **filters)
+            rankings["keyword"] = [cid for cid, _ in found]
         if mode in ("hybrid", "vector") and self.vector_ready():
             scored = self._vector(without_names(text, named) or text, depth, filters)
             sims = dict(scored)
@@ -129,7 +146,7 @@ class Retriever:
             said = self.store.filter_chunks(pool, speakers=named)
             if 0 < len(said) < len(pool):
                 rankings["speaker"] = [cid for cid in pool if cid in said]
-        fused = self._with_neighbours(rrf(rankings, self.rrf_k), filters)[:limit]
+        fused = self._with_neighbours(rrf(rankings, self.rrf_k, LIST_WEIGHTS), filters)[:limit]
         hits = self.store.hits([(cid, score) for cid, score, _ in fused])
         for hit, (cid, _, ranks) in zip(hits, fused):
             hit.ranks = ranks

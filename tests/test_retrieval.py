@@ -192,3 +192,69 @@ def test_a_person_named_in_the_question_is_preferred_not_required(open_mem, real
     assert after.count("Priya") == 3  # the others stay reachable
     # a lower-case word is not a name
     assert all("speaker" not in h.ranks for h in mem.search("what did raj say about the cake", limit=3).hits)
+
+
+def test_pronouns_and_glue_are_not_keywords(open_mem):
+    from mneme.core.store import fts_query
+
+    assert fts_query("What has she done with her family during the trip?") == '"done" OR "family" OR "trip"'
+    mem = open_mem()
+    mem.import_messages([msg(1, "her turn, she said, her call, her choice", conv="A"),
+                         msg(2, "the kids drew dinosaurs all afternoon", conv="B"),
+                         *[msg(10 + i, f"unrelated note number {i}", conv=f"N{i}") for i in range(4)]])
+    hits = mem.search("what did she say about her kids", mode="keyword").hits
+    assert [h.source_ids[0] for h in hits] == [2]
+
+
+def test_a_named_person_is_left_out_of_the_keyword_query(open_mem):
+    """A name in the text mostly marks a message said *to* that person; what they said themselves is
+    found by the speaker list, so the name does not count as a keyword."""
+    mem = open_mem()
+    mem.import_messages([msg(1, "Raj! Raj, Raj, Raj: you forget the cake again", speaker="Priya", conv="A"),
+                         msg(2, "I will bring the cake", speaker="Raj", conv="B"),
+                         *[msg(10 + i, f"unrelated note number {i}", speaker="Priya", conv=f"N{i}")
+                           for i in range(6)]])
+    hits = {h.source_ids[0]: h for h in mem.search("What did Raj say about the cake?", mode="keyword").hits}
+    assert hits[2].ranks["keyword"] == 1 and hits[1].ranks["keyword"] == 2
+    assert hits[2].ranks["speaker"] == 1
+    # when nothing but the name matches, the name is searched after all
+    found = mem.search("What was grandpa's gift to Raj?", mode="keyword").hits
+    assert [h.source_ids[0] for h in found][:2] == [2, 1]
+
+
+def test_what_the_named_person_said_outweighs_a_single_list(open_mem, monkeypatch):
+    """Their message, found low by both retrievers, still comes before others' messages that both
+    rank first: the speaker list counts twice (LIST_WEIGHTS)."""
+    from mneme.core import retrieval
+
+    mem = open_mem()
+    mem.import_messages([
+        *[msg(i, f"cake cake {i}", speaker="Priya", conv=f"C{i}", t=T0 + i) for i in range(15)],
+        msg(99, "I will bring dessert, a cake maybe, and drinks and snacks and chairs and music for the "
+                "whole party on Friday evening", speaker="Raj", conv="R", t=T0 + 99)])
+    mem.embed_pending()
+    assert mem.wait_ready(30) and mem.wait_caught_up(30)
+    question = "What did Raj say about the cake?"
+    first = mem.search(question, limit=5).hits[0]
+    assert first.speaker == "Raj" and first.ranks["keyword"] > 12 and first.ranks["vector"] > 12
+    monkeypatch.setattr(retrieval, "LIST_WEIGHTS", {})
+    assert mem.search(question, limit=5).hits[0].speaker == "Priya"
+
+
+def test_the_messages_next_to_the_fifteen_best_matches_come_along(open_mem):
+    """"Where were you last weekend?" holds no word of the question; it is shown because the answer
+    after it matches. The 15 best matches bring theirs (NEIGHBOUR_DEPTH), the rest do not."""
+    mem = open_mem()
+    for i in range(20):
+        mem.import_messages([msg(2 * i, "Where were you last weekend?", conv=f"C{i}", t=T0 + i * DAY),
+                             msg(2 * i + 1, f"we went on a camping trip {'and more ' * i}", conv=f"C{i}",
+                                 t=T0 + i * DAY + 30)])
+    hits = mem.search("camping trip", limit=60, mode="keyword").hits
+    asked = [h for h in hits if h.text == "Where were you last weekend?"]
+    assert len(asked) == 15
+    assert all(set(h.ranks) == {"neighbour"} for h in asked)
+    matched = {h.source_ids[0]: n for n, h in enumerate(hits) if "keyword" in h.ranks}
+    assert len(matched) == 20
+    # the 15 shortest (so best) answers bring their questions, each shown after its answer
+    assert {h.source_ids[0] + 1 for h in asked} == {2 * i + 2 for i in range(15)}
+    assert all(matched[h.source_ids[0] + 1] < hits.index(h) for h in asked)

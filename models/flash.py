@@ -266,6 +266,11 @@ class Plan:
         return sum(t.size for ts in self.streamed.values() for t in ts)
 
     @property
+    def token_expert_bytes(self) -> int:
+        """MoE: what one token may add to the expert cache."""
+        return _token_experts(self.experts, self.n_expert, self.n_expert_used, self.readahead)
+
+    @property
     def window_bytes(self) -> int:
         return _window(self.streamed, self.readahead)
 
@@ -375,8 +380,7 @@ def make_plan(layout: Layout, budget: int, n_ctx: int, file_backed: bool = False
         # tensors (a fixed share pinned, the rest dropped behind compute: measured 1.5x plain
         # mmap at 0.5x where the cache gave 1.1x, and 0.8x at 0.75x where the cache gave 1.4x).
         room = budget - always_bytes - kv - work
-        token = max(1, layout.n_expert_used) * sum(t.size for t in layered) // max(1, layout.n_expert) \
-            + 2 * layout.readahead
+        token = _token_experts(layered, layout.n_expert, layout.n_expert_used, layout.readahead)
         if room >= min(2 * token, sum(t.size for t in layered)) or room < _window(streamed_all, layout.readahead):
             plan.mode, plan.pinned, plan.experts, plan.expert_room = "file-backed", always, layered, room
             return plan
@@ -436,6 +440,11 @@ def make_plan(layout: Layout, budget: int, n_ctx: int, file_backed: bool = False
         used += head.size
     plan.pinned, plan.streamed = list(always) + pinned, streamed
     return plan
+
+
+def _token_experts(experts: list[Tensor], n_expert: int, n_used: int, readahead: int) -> int:
+    """What one token may add to an expert cache: its experts in every layer, and readahead."""
+    return max(1, n_used) * sum(t.size for t in experts) // max(1, n_expert) + 2 * readahead
 
 
 def _expert_floor(layout: Layout, experts: dict[int, list[Tensor]]) -> int:

@@ -35,7 +35,7 @@ _libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 _libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 _libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
 MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0x8000)
-MADV_RANDOM, MADV_WILLNEED, MADV_DONTNEED, MADV_POPULATE_READ = 1, 3, 4, 22
+MADV_WILLNEED, MADV_DONTNEED, MADV_POPULATE_READ = 3, 4, 22
 
 
 def _ranges(tensors: list[Tensor], file_size: int) -> list[tuple[int, int]]:
@@ -352,11 +352,7 @@ class Placement:
             self._read(start, length)
 
     def _drop(self, layer: int) -> None:
-        for start, length in self.layer_ranges.get(layer, ()):
-            if self._llama_addr is not None:
-                _libc.madvise(ctypes.c_void_p(self._llama_addr + start), ctypes.c_size_t(length),
-                              MADV_DONTNEED)
-            os.posix_fadvise(self.fd, start, length, os.POSIX_FADV_DONTNEED)
+        self._evict(self.layer_ranges.get(layer, ()))
 
     def _move_to(self, layer: int) -> None:
         """Compute is at *layer*: keep it and the AHEAD streamed layers after it (wrapping to the
@@ -439,7 +435,8 @@ class Placement:
                 _libc.madvise(ctypes.c_void_p(self._llama_addr + start), ctypes.c_size_t(length),
                               MADV_DONTNEED)
 
-    def _evict(self, unit: list[tuple[int, int]]) -> None:
+    def _evict(self, unit) -> None:
+        """Out of llama.cpp's mapping and out of the page cache: the ranges *unit*."""
         self._unmap(unit)
         for start, length in unit:
             os.posix_fadvise(self.fd, start, length, os.POSIX_FADV_DONTNEED)
@@ -459,7 +456,7 @@ class Placement:
             return
         resident = self._resident()
         total = sum(resident)
-        room = self.plan.expert_room - self._token_growth()
+        room = self.plan.expert_room - self.plan.token_expert_bytes
         n, steps = len(self.units), 0
         while total > room and steps < 2 * n:
             i, self._hand, steps = self._hand, (self._hand + 1) % n, steps + 1
@@ -473,11 +470,6 @@ class Placement:
             total -= resident[i] - self._stuck[i]
             self.evicted += 1
         self._next_trim = time.monotonic() + 9 * (time.monotonic() - now)
-
-    def _token_growth(self) -> int:
-        """What one token may add to the expert cache: its experts in every layer, and readahead."""
-        return self.plan.n_expert_used * sum(sum(n for _, n in unit) for unit in self.units) \
-            // max(1, self.plan.n_expert) + 2 * self.plan.readahead
 
     def close(self) -> None:
         if self._closed:

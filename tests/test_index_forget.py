@@ -221,16 +221,25 @@ def test_a_scrubbed_snapshot_takes_further_changes_and_forgets(ram, tmp_path):
         assert top(index, queries) == exact_top(kept, queries), generation
 
 
-def test_a_forget_neither_blocks_search_nor_returns_the_forgotten_chunk(open_mem, monkeypatch, tmp_path):
+def saved_memory(open_mem, n: int, seed: int, first=None):
+    """A memory of *n* random six-word messages (after *first*(memory), if given), embedded and
+    its index saved."""
     mem = open_mem()
     assert mem.wait_ready(30)
-    plant_canary(mem)  # first: it is in the graph Chroma writes once 1000 changes are unwritten
-    rng = np.random.default_rng(4)
+    if first is not None:
+        first(mem)
+    rng = np.random.default_rng(seed)
     words = [f"w{k}" for k in range(300)]
-    mem.import_messages([msg(i, " ".join(rng.choice(words, 6))) for i in range(1200)])
+    mem.import_messages([msg(i, " ".join(rng.choice(words, 6))) for i in range(n)])
     mem.embed_pending()
     mem._catch_up()
     assert mem.save_index()
+    return mem
+
+
+def test_a_forget_neither_blocks_search_nor_returns_the_forgotten_chunk(open_mem, monkeypatch, tmp_path):
+    # the canary first: it is in the graph Chroma writes once 1000 changes are unwritten
+    mem = saved_memory(open_mem, 1200, seed=4, first=plant_canary)
     probe = canary_vector()
     assert CANARY_ID in [cid for cid, _ in mem.index.query(probe, 10)]
 
@@ -310,14 +319,7 @@ def test_a_snapshot_mostly_of_forgotten_vectors_is_rebuilt_at_unlock(open_mem, m
     from mneme.core import index as index_module
 
     monkeypatch.setattr(index_module, "DEAD_REBUILD", 10)
-    mem = open_mem()
-    assert mem.wait_ready(30)
-    rng = np.random.default_rng(6)
-    words = [f"w{k}" for k in range(300)]
-    mem.import_messages([msg(i, " ".join(rng.choice(words, 6))) for i in range(1100)])
-    mem.embed_pending()
-    mem._catch_up()
-    assert mem.save_index()
+    mem = saved_memory(open_mem, 1100, seed=6)
     with mem.store.transaction() as db:
         sources = [sid for (sid,) in db.execute("SELECT id FROM sources ORDER BY id")]
     mem.forget(source_ids=sources[:700])

@@ -122,17 +122,17 @@ class Retriever:
             return SearchResult(self.store.hits(self.store.recent(limit, **filters)), shown, ["recent"])
         sims: dict[int, float] = {}
         named = named_speakers(text, self.store.speakers()) if SPEAKER_PREFERENCE else []
+        words = without_names(text, named)
         if mode in ("hybrid", "keyword"):
             # The name is left out of the keyword query as well: the speaker list below prefers what
             # they said, and "Caroline" in the text mostly marks messages said *to* Caroline. When
             # nothing but the name matches, the name is searched after all.
-            words = without_names(text, named)
             found = self.store.keyword_search(words, depth, **filters) if words else []
             if not found and words != text:
                 found = self.store.keyword_search(text, depth, **filters)
             rankings["keyword"] = [cid for cid, _ in found]
         if mode in ("hybrid", "vector") and self.vector_ready():
-            scored = self._vector(without_names(text, named) or text, depth, filters)
+            scored = self._vector(words or text, depth, filters)
             sims = dict(scored)
             keyword = set(rankings.get("keyword", ()))
             # The relevance floor: a vector neighbour no keyword matched must be close in meaning.

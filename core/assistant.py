@@ -137,31 +137,53 @@ def fence(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
-def excerpt_line(c: Citation) -> str:
+def where_of(c: Citation) -> str:
+    return " · ".join(fence(p) for p in (c.app, c.title or c.conversation) if p)
+
+
+def excerpt_line(c: Citation, where: bool = True) -> str:
+    """``[n] (date time, app · title) who: text``; *where* False leaves out the app and title
+    (said once above the excerpts when they all share them)."""
     when = datetime.fromtimestamp(c.time).astimezone().strftime("%Y-%m-%d %H:%M")
-    where = " · ".join(fence(p) for p in (c.app, c.title or c.conversation) if p)
+    place = where_of(c) if where else ""
     who = f"{fence(c.speaker)}: " if c.speaker else ""
-    return f"[{c.n}] ({when}, {where}) {who}{c.text}"
+    return f"[{c.n}] ({when}{', ' + place if place else ''}) {who}{c.text}"
 
 
-def pack_context(hits: Sequence[Hit], llm: LLM, budget_tokens: int,
-                 max_chars: int = 700) -> tuple[str, list[Citation]]:
-    lines, cites, used = [], [], 0
+# The model's first token waits for it to read the excerpts: the default model reads ~130 prompt
+# tokens a second on two cores (BENCHMARKS.md, "first token"), so it is given the best excerpts
+# that fit this many tokens. All the excerpts found stay evidence: the check may find a claim in
+# any of them, and the quote that answers when the model's answer is not backed comes from all.
+PROMPT_TOKENS = 200
+
+
+def pack_context(hits: Sequence[Hit], llm: LLM, budget_tokens: int, prompt_tokens: int = PROMPT_TOKENS,
+                 max_chars: int = 700) -> tuple[str, list[Citation], int]:
+    """The excerpts for the model's prompt, every hit as a citation, and how many of them the
+    prompt holds: the best ones, in order, within *prompt_tokens*; the best that fits the
+    context window (*budget_tokens*) always, even over *prompt_tokens*."""
+    cites = []
     for hit in hits:
         text = fence(reltime.resolve(hit.text, hit.time))[:max_chars]
-        c = Citation(len(cites) + 1, hit.source_ids, hit.time, hit.title or hit.conversation, hit.app, text,
-                     speaker=hit.speaker, conversation=hit.conversation, kind=hit.kind,
-                     external_id=hit.external_id)
-        line = excerpt_line(c)
+        cites.append(Citation(len(cites) + 1, hit.source_ids, hit.time, hit.title or hit.conversation,
+                              hit.app, text, speaker=hit.speaker, conversation=hit.conversation,
+                              kind=hit.kind, external_id=hit.external_id))
+    places = {where_of(c) for c in cites}
+    shared = places.pop() if len(places) == 1 and cites else ""
+    lines = [f"(all from {shared})"] if shared else []
+    used, budget = sum(llm.count_tokens(x) + 1 for x in lines), min(budget_tokens, prompt_tokens)
+    shown = 0
+    for c in cites:
+        line = excerpt_line(c, where=not shared)
         cost = llm.count_tokens(line) + 1
-        if used + cost > budget_tokens:
-            if cites:
+        if used + cost > (budget if shown else budget_tokens):
+            if shown:
                 break
             continue
         used += cost
         lines.append(line)
-        cites.append(c)
-    return "\n".join(lines), cites
+        shown += 1
+    return "\n".join(lines), cites, shown
 
 
 GREETING = r"(?:hey|hi|hello|thanks|thank you|thx|yeah|yes|yep|no|wow|oh|ok|okay|sure|congrats|dear|aw+)"
@@ -198,8 +220,10 @@ def _quote(c: Citation, claim: str) -> str:
 
 
 class Assistant:
-    def __init__(self, memory, llm: LLM, max_answer_tokens: int = 96, context_hits: int = 8):
+    def __init__(self, memory, llm: LLM, max_answer_tokens: int = 96, context_hits: int = 8,
+                 prompt_tokens: int = PROMPT_TOKENS):
         self.memory = memory
+        self.prompt_tokens = prompt_tokens
         self.llm = llm
         self.max_answer_tokens = max_answer_tokens
         self.context_hits = context_hits
@@ -224,13 +248,13 @@ class Assistant:
         result = self.memory.search(question, limit=self.context_hits, kinds=ASK_KINDS, **filters)
         overhead = sum(self.llm.count_tokens(t) for t, _ in self.llm.prompt(INSTRUCTIONS, "", question)) + 16
         budget = max(64, self.llm.n_ctx - self.max_answer_tokens - overhead)
-        context, cites = pack_context(result.hits, self.llm, budget)
+        context, cites, shown = pack_context(result.hits, self.llm, budget, self.prompt_tokens)
         answer.context = cites
         if not cites:
             answer.status, answer.text = "nothing", NOTHING
             show(answer.text)
         else:
-            stage(f"Reading {len(cites)} excerpt{'s' if len(cites) != 1 else ''} and writing the answer; "
+            stage(f"Reading {shown} excerpt{'s' if shown != 1 else ''} and writing the answer; "
                   "each sentence is checked against them…")
             self._answer(answer, context, show, cancel)
         answer.seconds = time.perf_counter() - started

@@ -287,6 +287,7 @@ class Memory:
         """Lock: save the index as a snapshot when it changed, remove its RAM folder, close the
         store. A failed save is logged; the next unlock rebuilds the index from the store."""
         self._closed.set()
+        self.retriever.close()
         if self._warm_thread is not None:
             self._warm_thread.join()
         if self._snap_thread is not None:

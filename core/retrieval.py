@@ -6,8 +6,9 @@ Every hit carries the ids of the sources it came from.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 import re
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -95,6 +96,11 @@ class Retriever:
         self.embedder = embedder
         self.rrf_k = RRF_K
         self.vector_floor = VECTOR_FLOOR
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="mneme-vector")
+
+    def close(self) -> None:
+        """After the last search (a search running now finishes first)."""
+        self._pool.shutdown(wait=True)
 
     def vector_ready(self) -> bool:
         return self.index is not None and self.embedder is not None and self.index.ready.is_set()
@@ -123,6 +129,10 @@ class Retriever:
         sims: dict[int, float] = {}
         named = named_speakers(text, self.store.speakers()) if SPEAKER_PREFERENCE else []
         words = without_names(text, named)
+        # The vector side (embedding the query, the graph) runs beside the keyword side: both
+        # spend their time in native code that lets go of the GIL (100k chunks, 2 cores: BENCHMARKS.md).
+        vector = self._pool.submit(self._vector, words or text, depth, filters) \
+            if mode in ("hybrid", "vector") and self.vector_ready() else None
         if mode in ("hybrid", "keyword"):
             # The name is left out of the keyword query as well: the speaker list below prefers what
             # they said, and "Caroline" in the text mostly marks messages said *to* Caroline. When
@@ -131,8 +141,8 @@ class Retriever:
             if not found and words != text:
                 found = self.store.keyword_search(text, depth, **filters)
             rankings["keyword"] = [cid for cid, _ in found]
-        if mode in ("hybrid", "vector") and self.vector_ready():
-            scored = self._vector(words or text, depth, filters)
+        if vector is not None:
+            scored = vector.result()
             sims = dict(scored)
             keyword = set(rankings.get("keyword", ()))
             # The relevance floor: a vector neighbour no keyword matched must be close in meaning.

@@ -904,9 +904,12 @@ class Store:
             kind, conv, t, sid = rows[0]
             got = []
             for op, order in (("<", "DESC"), (">", "ASC")):
+                # "time <= t" is the same condition said so that the index (conversation, kind,
+                # time) starts at t: without it SQLite walks the conversation from its newest (or
+                # oldest) message to this one, ~20,000 rows per neighbour at 1M chunks.
                 got += [r[0] for r in self._q(
                     "SELECT c.id FROM sources s JOIN chunks c ON c.source_id = s.id AND c.seq = 0 "
-                    f"WHERE s.conversation = ? AND s.kind = ? AND (s.time {op} ? OR (s.time = ? AND s.id {op} ?))"
+                    f"WHERE s.conversation = ? AND s.kind = ? AND s.time {op}= ? AND (s.time {op} ? OR s.id {op} ?)"
                     f"{cond} ORDER BY s.time {order}, s.id {order} LIMIT 1", [conv, kind, t, t, sid, *args])]
             out[cid] = got
         return out

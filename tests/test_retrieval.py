@@ -258,3 +258,37 @@ def test_the_messages_next_to_the_fifteen_best_matches_come_along(open_mem):
     # the 15 shortest (so best) answers bring their questions, each shown after its answer
     assert {h.source_ids[0] + 1 for h in asked} == {2 * i + 2 for i in range(15)}
     assert all(matched[h.source_ids[0] + 1] < hits.index(h) for h in asked)
+
+
+def test_a_message_s_neighbours_are_looked_up_from_its_own_time(open_mem, monkeypatch):
+    """The messages before and after a match in its conversation, ties in time taken by id. The
+    lookup starts at the message's time in the index (conversation, kind, time): said as
+    ``time < t OR (time = t AND id < s)`` alone, SQLite walked the conversation's index from its
+    newest (or oldest) message down to it, ~20,000 rows a lookup at 1M chunks (BENCHMARKS.md,
+    fourth round)."""
+    mem = open_mem()
+    # pairs of messages share a time; another conversation is interleaved with them
+    mem.import_messages([msg(i, f"line {i}", conv="C" if i % 3 else "D", t=T0 + (i // 2) * 60)
+                         for i in range(60)])
+    store = mem.store
+    chunk = {store.source(sid).external_id: cid for cid, sid in store._q(
+        "SELECT c.id, c.source_id FROM chunks c")}
+    in_c = sorted((i for i in range(60) if i % 3), key=lambda i: (T0 + (i // 2) * 60, chunk[f"m{i}"]))
+    statements: list[tuple] = []
+    query = store._q
+
+    def recorded(sql, args=()):
+        statements.append((sql, list(args)))
+        return query(sql, args)
+
+    monkeypatch.setattr(store, "_q", recorded)
+    near = store.neighbour_chunks([chunk[f"m{i}"] for i in in_c])
+    monkeypatch.undo()
+    for n, i in enumerate(in_c):
+        want = ([chunk[f"m{in_c[n - 1]}"]] if n else []) + ([chunk[f"m{in_c[n + 1]}"]] if n + 1 < len(in_c) else [])
+        assert near[chunk[f"m{i}"]] == want, i
+    lookups = [(sql, args) for sql, args in statements if "s.conversation = " in sql]
+    assert lookups and len(lookups) == 2 * len(in_c)
+    for sql, args in lookups:  # (the plan of the statement with its parameters bound, as it ran)
+        plan = " ".join(str(r[3]) for r in store._q("EXPLAIN QUERY PLAN " + sql, args))
+        assert "sources_conversation" in plan and ("time<?" in plan or "time>?" in plan), plan

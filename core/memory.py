@@ -92,6 +92,8 @@ class Memory:
                     if not restored and not self._rebuild():
                         return  # closed mid-way
                     self._catch_up()
+                    if restored and self.index.kind == "ram":
+                        self.index.read_graph()  # ready for meaning search means its graph is read
                 self.index.mark_ready()
                 heap.trim()  # what opening it and replaying Chroma's log needed for a moment
             except Exception as exc:  # a failed warm-up leaves keyword search working

@@ -973,12 +973,25 @@ class Store:
             stamp = self._db.total_changes
             if self._apps is not None and self._apps[0] == stamp:
                 return self._apps[1]
-        names = {r[0] for r in self._q("SELECT DISTINCT app FROM sources WHERE app != '' UNION "
-                                       "SELECT DISTINCT conversation FROM sources WHERE conversation != ''")}
+        names = self._distinct("app") | self._distinct("conversation")
         names |= {re.split(r"[\s:#/]", n, maxsplit=1)[0] for n in names}
         result = sorted(n for n in names if len(n) > 1)
         self._apps = (stamp, result)
         return result
+
+    def _distinct(self, column: str) -> set[str]:
+        """The non-empty values of *column* of sources (app or conversation, each first in an
+        index), found by stepping from one value to the next in its index: a lookup per value
+        instead of a scan of every source (SELECT DISTINCT took 2 s at 1M sources, at every
+        search after a write)."""
+        out: set[str] = set()
+        last = ""
+        while True:
+            (value,), = self._q(f"SELECT min({column}) FROM sources WHERE {column} > ?", (last,))
+            if value is None:
+                return out
+            out.add(value)
+            last = value
 
     def speakers(self) -> list[str]:
         """Who has said something in memory. Kept up to date from the rows added since the last call

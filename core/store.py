@@ -27,6 +27,7 @@ FTS_SECURE_MAX = 200  # chunks forgotten row by row in the keyword index; more: 
 SCRUB_WAIT = 30.0  # seconds forget waits for other readers before it says they hold old pages
 BIG_MATCH = 5000  # keyword matches past which all-terms documents are ranked first
 HUGE_MATCH = 5000  # …and past which the newest matches are taken instead of BM25-scoring them all
+SCORE_WINDOW = 1500  # …and below that, the newest matches BM25 scores (a memory this small: all)
 # BM25 weights of the keyword index's columns: the text, who said it, where (app, conversation,
 # title). A name in a question ("What did Caroline say…") is worth less than a rare content word.
 FTS_WEIGHTS = (1.0, 0.5, 0.5, 0.3)
@@ -780,6 +781,15 @@ class Store:
                 return [(r[0], 0.0) for r in self._q(
                     "SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY rowid DESC LIMIT ?",
                     (match, limit))]
+            if matches > SCORE_WINDOW:
+                # BM25 costs ~30 us a match (1,000s of them at 1M chunks): the newest SCORE_WINDOW
+                # matches are scored (the same scores: IDF is the whole index's), not all of them.
+                start = self._q("SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY rowid DESC "
+                                "LIMIT 1 OFFSET ?", (match, SCORE_WINDOW - 1))
+                if start:
+                    return [(r[0], r[1]) for r in self._q(
+                        f"SELECT rowid, {BM25} AS r FROM chunks_fts WHERE chunks_fts MATCH ? AND rowid >= ? "
+                        "ORDER BY r LIMIT ?", (match, start[0][0], limit))]
             return [(r[0], r[1]) for r in self._q(
                 f"SELECT rowid, {BM25} AS r FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY r LIMIT ?",
                 (match, limit))]

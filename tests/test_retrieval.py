@@ -341,3 +341,25 @@ def test_a_keyword_query_drops_common_words_counted_only_as_far_as_needed(open_m
     assert store._selective('"weather" OR "today"') == ('"weather"', 21)
     hits = mem.search("weather walks", limit=20, mode="keyword").hits
     assert {f"weather today walking {i}" for i in range(0, 400, 50)} <= {h.text for h in hits}
+
+
+def test_many_keyword_matches_are_scored_in_the_newest_window(open_mem, monkeypatch):
+    """Past SCORE_WINDOW matches, BM25 ranks the newest SCORE_WINDOW of them (with the scores it
+    gives them among all: IDF is the whole index's); a memory with fewer matches is ranked whole."""
+    from mneme.core import store as store_module
+
+    mem = open_mem()
+    # "harbour" once in short texts (high BM25) early on, in long texts (low BM25) later
+    mem.import_messages([msg(i, "harbour " + ("quiet " * (1 if i < 20 else 30)) + str(i), conv=f"C{i}")
+                         for i in range(40)])
+    store = mem.store
+    whole = store.keyword_search("harbour", 10)
+    assert {int(h.text.split()[-1]) for h in store.hits(whole)} <= set(range(20))  # the short, older ones
+    monkeypatch.setattr(store_module, "SCORE_WINDOW", 8)
+    windowed = store.keyword_search("harbour", 10)
+    newest = [cid for (cid,) in store._q("SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH 'harbour' "
+                                         "ORDER BY rowid DESC LIMIT 8")]
+    assert sorted(cid for cid, _ in windowed) == sorted(newest)
+    assert [s for _, s in windowed] == sorted(s for _, s in windowed)  # best (lowest bm25) first
+    scores = dict(store._q(f"SELECT rowid, {store_module.BM25} FROM chunks_fts WHERE chunks_fts MATCH 'harbour'"))
+    assert all(abs(scores[cid] - s) < 1e-9 for cid, s in windowed)  # the scores it has among all

@@ -27,6 +27,7 @@ FTS_SECURE_MAX = 200  # chunks forgotten row by row in the keyword index; more: 
 SCRUB_WAIT = 30.0  # seconds forget waits for other readers before it says they hold old pages
 BIG_MATCH = 5000  # keyword matches past which all-terms documents are ranked first
 HUGE_MATCH = 5000  # …and past which the newest matches are taken instead of BM25-scoring them all
+SHARE_WINDOW = 100_000  # the newest chunks a word's share is measured in (see _selective)
 SCORE_WINDOW = 1500  # …and below that, the newest matches BM25 scores (a memory this small: all)
 # BM25 weights of the keyword index's columns: the text, who said it, where (app, conversation,
 # title). A name in a question ("What did Caroline say…") is worth less than a rare content word.
@@ -827,17 +828,23 @@ class Store:
         if not terms:
             return match, 0
         (total,), = self._q("SELECT coalesce(max(rowid), 0) FROM chunks")
-        # A term's matches are counted only as far as the choices below look (past max_share of
-        # the chunks and past BIG_MATCH): fts5vocab's count of a word found in most chunks reads
-        # its whole doclist, 120-220 ms each at 1M chunks. (When every term is past the bound,
-        # the first is kept: its newest matches are taken, HUGE_MATCH.)
-        bound = max(int(max_share * total), BIG_MATCH) + 1
-        df = {t: self._q("SELECT count(*) FROM (SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ? LIMIT ?)",
-                         (t, bound))[0][0] for t in terms}
+        # Matches are counted only as far as the choices look: fts5vocab's full count of a word
+        # found in most chunks read its whole doclist (120-220 ms each at 1M chunks).
+        df = {t: self._count(t, BIG_MATCH + 1) for t in terms}
         if len(terms) == 1 or sum(df.values()) <= BIG_MATCH:  # cheap, or nothing to drop
             return match, sum(df.values())
-        keep = [t for t in terms if df[t] <= max_share * total] or [min(terms, key=df.get)]
+        # A common word: in more than max_share of the newest SHARE_WINDOW chunks (of them all, in
+        # a memory that small). When every word is, the rarest in the newest 10,000 is kept.
+        seen = min(total, SHARE_WINDOW)
+        share = {t: self._count(t, int(max_share * seen) + 1, after=total - seen) for t in terms}
+        keep = ([t for t in terms if share[t] <= max_share * seen]
+                or [min(terms, key=lambda t: self._count(t, 10_001, after=total - 10_000))])
         return " OR ".join(keep), sum(df[t] for t in keep)
+
+    def _count(self, match: str, bound: int, after: int = 0) -> int:
+        """Chunks (with an id past *after*) matching *match*, counted up to *bound*."""
+        return self._q("SELECT count(*) FROM (SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ? "
+                       "AND rowid > ? LIMIT ?)", (match, after, bound))[0][0]
 
     def filter_chunks(self, chunk_ids: Sequence[int], since: float | None = None,
                       until: float | None = None, app: str | None = None,

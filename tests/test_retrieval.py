@@ -324,23 +324,27 @@ def test_the_names_a_query_may_filter_by_are_read_from_the_indexes(open_mem, mon
 
 
 def test_a_keyword_query_drops_common_words_counted_only_as_far_as_needed(open_mem, monkeypatch):
-    """Words found in more than 5 % of the chunks are dropped while rarer ones remain, by their
-    stems ("walks" finds "walking"); a word's matches are counted only up to what that choice
-    needs (a word in most of 1M chunks took 120-220 ms to count in full)."""
+    """Words found in more than 5 % of the newest SHARE_WINDOW chunks are dropped while rarer ones
+    remain, by their stems ("walks" finds "walking"); a word's matches are counted only as far as
+    that choice needs (fts5vocab's count of a word in most of 1M chunks took 120-220 ms)."""
     from mneme.core import store as store_module
 
     monkeypatch.setattr(store_module, "BIG_MATCH", 20)
     mem = open_mem()
-    mem.import_messages([msg(i, f"weather today {'walking' if i % 50 == 0 else 'sitting'} {i}")
-                         for i in range(400)])
+    mem.import_messages([msg(i, f"weather {'walking' if i % 50 == 0 else 'sitting'} "
+                                f"{'storm' if i < 40 else 'calm'} {i}") for i in range(400)])
     store = mem.store
     # 16: each walking message, and the one after it (which holds it as its context)
     assert store._selective('"weather" OR "walks"') == ('"walks"', 16)
     assert store._selective('"walks" OR "number"') == ('"walks" OR "number"', 16)  # few matches: as it is
-    # every word common: the first is kept, its count bounded at max(5 % of 400, BIG_MATCH) + 1
-    assert store._selective('"weather" OR "today"') == ('"weather"', 21)
+    # every word common: the rarest is kept, its count bounded at BIG_MATCH + 1
+    assert store._selective('"weather" OR "calm"') == ('"calm"', 21)
+    # "storm" is in the 40 oldest messages (10 %) and none of the 100 newest
+    assert store._selective('"storm" OR "walks"') == ('"walks"', 16)
+    monkeypatch.setattr(store_module, "SHARE_WINDOW", 100)
+    assert store._selective('"storm" OR "walks"') == ('"storm" OR "walks"', 21 + 16)
     hits = mem.search("weather walks", limit=20, mode="keyword").hits
-    assert {f"weather today walking {i}" for i in range(0, 400, 50)} <= {h.text for h in hits}
+    assert {f"weather walking calm {i}" for i in range(50, 400, 50)} <= {h.text for h in hits}
 
 
 def test_many_keyword_matches_are_scored_in_the_newest_window(open_mem, monkeypatch):

@@ -27,8 +27,8 @@ FTS_SECURE_MAX = 200  # chunks forgotten row by row in the keyword index; more: 
 SCRUB_WAIT = 30.0  # seconds forget waits for other readers before it says they hold old pages
 BIG_MATCH = 5000  # keyword matches past which all-terms documents are ranked first
 HUGE_MATCH = 5000  # …and past which the newest matches are taken instead of BM25-scoring them all
-SHARE_WINDOW = 100_000  # the newest chunks a word's share is measured in (see _selective)
 SCORE_WINDOW = 1500  # …and below that, the newest matches BM25 scores (a memory this small: all)
+SHARE_WINDOW = 100_000  # the newest chunks a word's share is measured in (see _selective)
 # BM25 weights of the keyword index's columns: the text, who said it, where (app, conversation,
 # title). A name in a question ("What did Caroline say…") is worth less than a rare content word.
 FTS_WEIGHTS = (1.0, 0.5, 0.5, 0.3)
@@ -822,8 +822,9 @@ class Store:
 
     def _selective(self, match: str, max_share: float = 0.05) -> tuple[str, int]:
         """When a query would match many chunks, drop terms found in more than *max_share* of them
-        while rarer ones remain: they add almost nothing to BM25 (IDF near zero) but cost a score
-        for every match. Returns the query and its estimated number of matches."""
+        (of the newest SHARE_WINDOW) while rarer ones remain: they add almost nothing to BM25 (IDF
+        near zero) but cost a score for every match. Returns the query and its estimated number of
+        matches (each term's counted up to BIG_MATCH + 1)."""
         terms = match.split(" OR ") if match else []
         if not terms:
             return match, 0

@@ -368,19 +368,24 @@ class Index:
             threading.Thread(target=self._wake, name="mneme-index-prepare", daemon=True).start()
 
     def _wake(self) -> None:
-        """Open it again and load the graph: Chroma reads the HNSW files at the first query, not
-        when the collection is opened."""
+        """Open it again and load the graph."""
         with self._lock:
             if not self._released:
                 return
             t = time.perf_counter()
+            self.read_graph()
+            self.reload_seconds = time.perf_counter() - t
+        self._used()
+
+    def read_graph(self) -> None:
+        """Have Chroma read the graph now: it reads the HNSW files at the first query, not when
+        the collection is opened (at 1M vectors, seconds that the first search would wait)."""
+        with self._lock:
             col = self._live()
             if col is not None and col.count():
                 probe = np.zeros(self.embedder.dim, dtype=np.float32)
                 probe[0] = 1.0
                 col.query(query_embeddings=[probe], n_results=1, include=[])
-            self.reload_seconds = time.perf_counter() - t
-        self._used()
 
     def mark_ready(self) -> None:
         self.error = None

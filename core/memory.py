@@ -86,12 +86,13 @@ class Memory:
 
         def run() -> None:
             try:
-                self.index.total = self.store.counts(self.embedder.id)["embedded"]
                 with self._sync_lock:
                     restored = self._restore()
                     if not restored and not self._rebuild():
                         return  # closed mid-way
                     self._catch_up()
+                    if restored and self.index.kind == "ram":
+                        self.index.read_graph()  # ready for meaning search means its graph is read
                 self.index.mark_ready()
                 heap.trim()  # what opening it and replaying Chroma's log needed for a moment
             except Exception as exc:  # a failed warm-up leaves keyword search working
@@ -130,6 +131,7 @@ class Memory:
             if point is not None or path.exists():
                 self._distrust("it was made for another embedder" if point else "no checkpoint names it")
             return False
+        self.index.total = point["vectors"]  # (for progress; counting the stored vectors took 1-3 s at 1M)
         try:
             meta = self.index.load(path, self._key_for, point)
         except snapshot.SnapshotRefused as exc:
@@ -152,6 +154,7 @@ class Memory:
     def _rebuild(self) -> bool:
         """Fill a fresh index from every stored vector; False when closed mid-way."""
         head = self.store.journal_head()  # changes after this are applied by the catch-up
+        self.index.total = self.store.counts(self.embedder.id)["embedded"]
         self.index.open(fresh=True)
         self.index.seq = head
         bad: list[int] = []

@@ -184,25 +184,21 @@ def read(path: Path, folder: Path, key_for: KeyFor) -> dict:
     """Open *path* into the empty *folder*; returns the sealed meta record. Raises
     SnapshotRefused (with *folder* emptied again) when the file cannot be trusted."""
     try:
-        stream = _plaintext(path, key_for)
-        meta = json.loads(_take(stream, struct.unpack(">I", _take(stream, 4))[0]))
+        stream = _Stream(_chunks(path, key_for))
+        meta = json.loads(stream.take(struct.unpack(">I", stream.take(4))[0]))
         while True:
-            (n,) = struct.unpack(">H", _take(stream, 2))
+            (n,) = struct.unpack(">H", stream.take(2))
             if n == 0:
                 break
-            name = _take(stream, n).decode()
+            name = stream.take(n).decode()
             target = (folder / name).resolve()
             if folder.resolve() not in target.parents:
                 raise SnapshotRefused(f"a file name in it leaves its folder ({name!r})")
-            (size,) = struct.unpack(">Q", _take(stream, 8))
+            (size,) = struct.unpack(">Q", stream.take(8))
             target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             with open(target, "wb") as f:
-                left = size
-                while left:
-                    block = _take(stream, min(left, CHUNK))
-                    f.write(block)
-                    left -= len(block)
-        if _take(stream, 1, exact=False):
+                stream.copy_to(f, size)
+        if stream.take(1, exact=False):
             raise SnapshotRefused("it has extra data after its end")
         return meta
     except SnapshotRefused:
@@ -214,26 +210,41 @@ def read(path: Path, folder: Path, key_for: KeyFor) -> dict:
 
 
 class _Stream:
+    """The plaintext as it is decrypted, chunk by chunk: the small fields by ``take``, a file's
+    bytes written from the decrypted chunks as they are (``copy_to``: at 1M vectors, 1.9 GB that
+    were copied three times more through a buffer before)."""
+
     def __init__(self, chunks: Iterator[bytes]):
         self.chunks = chunks
-        self.buf = bytearray()
+        self.view = memoryview(b"")
 
-
-def _plaintext(path: Path, key_for: KeyFor) -> _Stream:
-    return _Stream(_chunks(path, key_for))
-
-
-def _take(stream: _Stream, n: int, exact: bool = True) -> bytes:
-    while len(stream.buf) < n:
-        chunk = next(stream.chunks, None)
+    def _next(self) -> bool:
+        chunk = next(self.chunks, None)
         if chunk is None:
-            if exact:
+            return False
+        self.view = memoryview(chunk)
+        return True
+
+    def take(self, n: int, exact: bool = True) -> bytes:
+        out = bytearray()
+        while len(out) < n:
+            if not self.view and not self._next():
+                if exact:
+                    raise SnapshotRefused("it is cut short (truncated)")
+                break
+            k = min(n - len(out), len(self.view))
+            out += self.view[:k]
+            self.view = self.view[k:]
+        return bytes(out)
+
+    def copy_to(self, f, n: int) -> None:
+        while n:
+            if not self.view and not self._next():
                 raise SnapshotRefused("it is cut short (truncated)")
-            break
-        stream.buf += chunk
-    out = bytes(stream.buf[:n])
-    del stream.buf[:n]
-    return out
+            k = min(n, len(self.view))
+            f.write(self.view[:k])
+            self.view = self.view[k:]
+            n -= k
 
 
 _BROKEN = {"truncated": "it is cut short (truncated)", "too long": "it is damaged (a chunk is too long)",

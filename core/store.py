@@ -27,6 +27,8 @@ FTS_SECURE_MAX = 200  # chunks forgotten row by row in the keyword index; more: 
 SCRUB_WAIT = 30.0  # seconds forget waits for other readers before it says they hold old pages
 BIG_MATCH = 5000  # keyword matches past which all-terms documents are ranked first
 HUGE_MATCH = 5000  # …and past which the newest matches are taken instead of BM25-scoring them all
+SCORE_WINDOW = 1500  # …and below that, the newest matches BM25 scores (a memory this small: all)
+SHARE_WINDOW = 100_000  # the newest chunks a word's share is measured in (see _selective)
 # BM25 weights of the keyword index's columns: the text, who said it, where (app, conversation,
 # title). A name in a question ("What did Caroline say…") is worth less than a rare content word.
 FTS_WEIGHTS = (1.0, 0.5, 0.5, 0.3)
@@ -274,7 +276,6 @@ class Store:
         self._key = key
         self._bulk = None  # a second connection for long reads (index warm-up), so they never
         self._bulk_lock = threading.Lock()  # hold up searches and writes (WAL allows both)
-        self._vocab = False
         self.relinked: list[int] = []  # chunks whose vectors a forget made stale (see take_relinked)
         new = not path.exists()
         self._db = sqlcipher3.connect(str(path), check_same_thread=False, isolation_level=None)
@@ -783,6 +784,15 @@ class Store:
                 return [(r[0], 0.0) for r in self._q(
                     "SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY rowid DESC LIMIT ?",
                     (match, limit))]
+            if matches > SCORE_WINDOW:
+                # BM25 costs ~30 us a match (1,000s of them at 1M chunks): the newest SCORE_WINDOW
+                # matches are scored (the same scores: IDF is the whole index's), not all of them.
+                start = self._q("SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY rowid DESC "
+                                "LIMIT 1 OFFSET ?", (match, SCORE_WINDOW - 1))
+                if start:
+                    return [(r[0], r[1]) for r in self._q(
+                        f"SELECT rowid, {BM25} AS r FROM chunks_fts WHERE chunks_fts MATCH ? AND rowid >= ? "
+                        "ORDER BY r LIMIT ?", (match, start[0][0], limit))]
             return [(r[0], r[1]) for r in self._q(
                 f"SELECT rowid, {BM25} AS r FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY r LIMIT ?",
                 (match, limit))]
@@ -814,33 +824,30 @@ class Store:
 
     def _selective(self, match: str, max_share: float = 0.05) -> tuple[str, int]:
         """When a query would match many chunks, drop terms found in more than *max_share* of them
-        while rarer ones remain: they add almost nothing to BM25 (IDF near zero) but cost a score
-        for every match. Returns the query and its estimated number of matches."""
+        (of the newest SHARE_WINDOW) while rarer ones remain: they add almost nothing to BM25 (IDF
+        near zero) but cost a score for every match. Returns the query and its estimated number of
+        matches (each term's counted up to BIG_MATCH + 1)."""
         terms = match.split(" OR ") if match else []
         if not terms:
             return match, 0
-        with self._lock:
-            if not self._vocab:
-                self._db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.chunks_vocab "
-                                 "USING fts5vocab(main, chunks_fts, 'row')")
-                # The index holds stems: a scratch table with the same tokenizer gives a word's stem.
-                self._db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.stemmer "
-                                 f"USING fts5(word, tokenize='{FTS_TOKENIZER}')")
-                self._db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.stems "
-                                 "USING fts5vocab(temp, stemmer, 'instance')")
-                self._vocab = True
-            total = self._db.execute("SELECT max(rowid) FROM chunks").fetchone()[0] or 0
-            df = {}
-            for t in terms:
-                self._db.execute("INSERT INTO temp.stemmer(rowid, word) VALUES (1, ?)", (t.strip('"'),))
-                stem = (self._db.execute("SELECT term FROM temp.stems").fetchone() or (t.strip('"'),))[0]
-                self._db.execute("DELETE FROM temp.stemmer")
-                df[t] = (self._db.execute("SELECT doc FROM temp.chunks_vocab WHERE term = ?",
-                                          (stem,)).fetchone() or (0,))[0]
+        (total,), = self._q("SELECT coalesce(max(rowid), 0) FROM chunks")
+        # Matches are counted only as far as the choices look: fts5vocab's full count of a word
+        # found in most chunks read its whole doclist (120-220 ms each at 1M chunks).
+        df = {t: self._count(t, BIG_MATCH + 1) for t in terms}
         if len(terms) == 1 or sum(df.values()) <= BIG_MATCH:  # cheap, or nothing to drop
             return match, sum(df.values())
-        keep = [t for t in terms if df[t] <= max_share * total] or [min(terms, key=df.get)]
+        # A common word: in more than max_share of the newest SHARE_WINDOW chunks (of them all, in
+        # a memory that small). When every word is, the rarest in the newest 10,000 is kept.
+        seen = min(total, SHARE_WINDOW)
+        share = {t: self._count(t, int(max_share * seen) + 1, after=total - seen) for t in terms}
+        keep = ([t for t in terms if share[t] <= max_share * seen]
+                or [min(terms, key=lambda t: self._count(t, 10_001, after=total - 10_000))])
         return " OR ".join(keep), sum(df[t] for t in keep)
+
+    def _count(self, match: str, bound: int, after: int = 0) -> int:
+        """Chunks (with an id past *after*) matching *match*, counted up to *bound*."""
+        return self._q("SELECT count(*) FROM (SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ? "
+                       "AND rowid > ? LIMIT ?)", (match, after, bound))[0][0]
 
     def filter_chunks(self, chunk_ids: Sequence[int], since: float | None = None,
                       until: float | None = None, app: str | None = None,
@@ -906,9 +913,12 @@ class Store:
             kind, conv, t, sid = rows[0]
             got = []
             for op, order in (("<", "DESC"), (">", "ASC")):
+                # "time <= t" is the same condition said so that the index (conversation, kind,
+                # time) starts at t: without it SQLite walks the conversation from its newest (or
+                # oldest) message to this one, ~20,000 rows per neighbour at 1M chunks.
                 got += [r[0] for r in self._q(
                     "SELECT c.id FROM sources s JOIN chunks c ON c.source_id = s.id AND c.seq = 0 "
-                    f"WHERE s.conversation = ? AND s.kind = ? AND (s.time {op} ? OR (s.time = ? AND s.id {op} ?))"
+                    f"WHERE s.conversation = ? AND s.kind = ? AND s.time {op}= ? AND (s.time {op} ? OR s.id {op} ?)"
                     f"{cond} ORDER BY s.time {order}, s.id {order} LIMIT 1", [conv, kind, t, t, sid, *args])]
             out[cid] = got
         return out
@@ -976,12 +986,25 @@ class Store:
             stamp = (self._generation, version, top)
             if self._apps is not None and self._apps[0] == stamp:
                 return self._apps[1]
-        names = {r[0] for r in self._q("SELECT DISTINCT app FROM sources WHERE app != '' UNION "
-                                       "SELECT DISTINCT conversation FROM sources WHERE conversation != ''")}
+        names = self._distinct("app") | self._distinct("conversation")
         names |= {re.split(r"[\s:#/]", n, maxsplit=1)[0] for n in names}
         result = sorted(n for n in names if len(n) > 1)
         self._apps = (stamp, result)
         return result
+
+    def _distinct(self, column: str) -> set[str]:
+        """The non-empty values of *column* of sources (app or conversation, each first in an
+        index), found by stepping from one value to the next in its index: a lookup per value
+        instead of a scan of every source (SELECT DISTINCT took 2 s at 1M sources, at every
+        search after a write)."""
+        out: set[str] = set()
+        last = ""
+        while True:
+            (value,), = self._q(f"SELECT min({column}) FROM sources WHERE {column} > ?", (last,))
+            if value is None:
+                return out
+            out.add(value)
+            last = value
 
     def speakers(self) -> list[str]:
         """Who has said something in memory. Kept up to date from the rows added since the last call

@@ -405,3 +405,28 @@ def test_cli_unlocks_from_the_snapshot_and_status_shows_the_index(tmp_path):
     hits = json.loads(run_cli("search", "status update 7", "--json", env=PASS).stdout)
     assert "status update 7 on project 7" in [h["text"] for h in hits[:5]]
     assert (home / "index.snap").read_bytes() == before  # opened from it; nothing changed to save
+
+
+def test_an_index_opened_from_its_snapshot_is_ready_with_its_graph_read(open_mem, monkeypatch):
+    """Chroma reads the HNSW files at a collection's first query, not when it opens: the warm-up
+    makes that query before it says the index is ready, so that the first search after unlock
+    does not wait for it (seconds at 1M vectors, BENCHMARKS.md fourth round)."""
+    from chromadb.api.models.Collection import Collection
+
+    filled(open_mem, n=60).close()
+    events: list[str] = []
+    query, mark_ready = Collection.query, Index.mark_ready
+
+    def spied_query(self, *args, **kwargs):
+        events.append("query")
+        return query(self, *args, **kwargs)
+
+    def spied_ready(self):
+        events.append("ready")
+        return mark_ready(self)
+
+    monkeypatch.setattr(Collection, "query", spied_query)
+    monkeypatch.setattr(Index, "mark_ready", spied_ready)
+    mem = reopen(open_mem)
+    assert mem.index.source == "snapshot"
+    assert events[:2] == ["query", "ready"], events

@@ -258,3 +258,112 @@ def test_the_messages_next_to_the_fifteen_best_matches_come_along(open_mem):
     # the 15 shortest (so best) answers bring their questions, each shown after its answer
     assert {h.source_ids[0] + 1 for h in asked} == {2 * i + 2 for i in range(15)}
     assert all(matched[h.source_ids[0] + 1] < hits.index(h) for h in asked)
+
+
+def test_a_message_s_neighbours_are_looked_up_from_its_own_time(open_mem, monkeypatch):
+    """The messages before and after a match in its conversation, ties in time taken by id. The
+    lookup starts at the message's time in the index (conversation, kind, time): said as
+    ``time < t OR (time = t AND id < s)`` alone, SQLite walked the conversation's index from its
+    newest (or oldest) message down to it, ~20,000 rows a lookup at 1M chunks (BENCHMARKS.md,
+    fourth round)."""
+    mem = open_mem()
+    # pairs of messages share a time; another conversation is interleaved with them
+    mem.import_messages([msg(i, f"line {i}", conv="C" if i % 3 else "D", t=T0 + (i // 2) * 60)
+                         for i in range(60)])
+    store = mem.store
+    chunk = {store.source(sid).external_id: cid for cid, sid in store._q(
+        "SELECT c.id, c.source_id FROM chunks c")}
+    in_c = sorted((i for i in range(60) if i % 3), key=lambda i: (T0 + (i // 2) * 60, chunk[f"m{i}"]))
+    statements: list[tuple] = []
+    query = store._q
+
+    def recorded(sql, args=()):
+        statements.append((sql, list(args)))
+        return query(sql, args)
+
+    monkeypatch.setattr(store, "_q", recorded)
+    near = store.neighbour_chunks([chunk[f"m{i}"] for i in in_c])
+    monkeypatch.undo()
+    for n, i in enumerate(in_c):
+        want = ([chunk[f"m{in_c[n - 1]}"]] if n else []) + ([chunk[f"m{in_c[n + 1]}"]] if n + 1 < len(in_c) else [])
+        assert near[chunk[f"m{i}"]] == want, i
+    lookups = [(sql, args) for sql, args in statements if "s.conversation = " in sql]
+    assert lookups and len(lookups) == 2 * len(in_c)
+    for sql, args in lookups:  # (the plan of the statement with its parameters bound, as it ran)
+        plan = " ".join(str(r[3]) for r in store._q("EXPLAIN QUERY PLAN " + sql, args))
+        assert "sources_conversation" in plan and ("time<?" in plan or "time>?" in plan), plan
+
+
+def test_the_names_a_query_may_filter_by_are_read_from_the_indexes(open_mem, monkeypatch):
+    """Apps and conversations (and their first words) as SELECT DISTINCT gives them, read by
+    stepping through each one's index, never by a scan of every source (2 s at 1M sources, and
+    done again at the first search after each write)."""
+    mem = open_mem()
+    mem.import_messages([msg(i, f"note {i}", conv=["Slack #team", "Family", "", "Ärzte / Termine", "x"][i % 5],
+                             app=["Slack", "WhatsApp", "chat", ""][i % 4]) for i in range(40)])
+    store = mem.store
+    distinct = {r[0] for r in store._q("SELECT DISTINCT app FROM sources WHERE app != '' UNION "
+                                       "SELECT DISTINCT conversation FROM sources WHERE conversation != ''")}
+    statements: list[tuple] = []
+    query = store._q
+
+    def recorded(sql, args=()):
+        statements.append((sql, list(args)))
+        return query(sql, args)
+
+    monkeypatch.setattr(store, "_q", recorded)
+    store._apps = None
+    names = store.apps()
+    monkeypatch.undo()
+    assert {n for n in distinct if len(n) > 1} <= set(names)
+    assert set(names) - distinct == {"Ärzte"}  # the first word of "Ärzte / Termine" ("Slack" is an app)
+    assert statements
+    for sql, args in statements:
+        plan = " ".join(str(r[3]) for r in store._q("EXPLAIN QUERY PLAN " + sql, args))
+        assert plan.startswith("SEARCH sources USING COVERING INDEX") and "SCAN" not in plan, plan
+
+
+def test_a_keyword_query_drops_common_words_counted_only_as_far_as_needed(open_mem, monkeypatch):
+    """Words found in more than 5 % of the newest SHARE_WINDOW chunks are dropped while rarer ones
+    remain, by their stems ("walks" finds "walking"); a word's matches are counted only as far as
+    that choice needs (fts5vocab's count of a word in most of 1M chunks took 120-220 ms)."""
+    from mneme.core import store as store_module
+
+    monkeypatch.setattr(store_module, "BIG_MATCH", 20)
+    mem = open_mem()
+    mem.import_messages([msg(i, f"weather {'walking' if i % 50 == 0 else 'sitting'} "
+                                f"{'storm' if i < 40 else 'calm'} {i}") for i in range(400)])
+    store = mem.store
+    # 16: each walking message, and the one after it (which holds it as its context)
+    assert store._selective('"weather" OR "walks"') == ('"walks"', 16)
+    assert store._selective('"walks" OR "number"') == ('"walks" OR "number"', 16)  # few matches: as it is
+    # every word common: the rarest is kept, its count bounded at BIG_MATCH + 1
+    assert store._selective('"weather" OR "calm"') == ('"calm"', 21)
+    # "storm" is in the 40 oldest messages (10 %) and none of the 100 newest
+    assert store._selective('"storm" OR "walks"') == ('"walks"', 16)
+    monkeypatch.setattr(store_module, "SHARE_WINDOW", 100)
+    assert store._selective('"storm" OR "walks"') == ('"storm" OR "walks"', 21 + 16)
+    hits = mem.search("weather walks", limit=20, mode="keyword").hits
+    assert {f"weather walking calm {i}" for i in range(50, 400, 50)} <= {h.text for h in hits}
+
+
+def test_many_keyword_matches_are_scored_in_the_newest_window(open_mem, monkeypatch):
+    """Past SCORE_WINDOW matches, BM25 ranks the newest SCORE_WINDOW of them (with the scores it
+    gives them among all: IDF is the whole index's); a memory with fewer matches is ranked whole."""
+    from mneme.core import store as store_module
+
+    mem = open_mem()
+    # "harbour" once in short texts (high BM25) early on, in long texts (low BM25) later
+    mem.import_messages([msg(i, "harbour " + ("quiet " * (1 if i < 20 else 30)) + str(i), conv=f"C{i}")
+                         for i in range(40)])
+    store = mem.store
+    whole = store.keyword_search("harbour", 10)
+    assert {int(h.text.split()[-1]) for h in store.hits(whole)} <= set(range(20))  # the short, older ones
+    monkeypatch.setattr(store_module, "SCORE_WINDOW", 8)
+    windowed = store.keyword_search("harbour", 10)
+    newest = [cid for (cid,) in store._q("SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH 'harbour' "
+                                         "ORDER BY rowid DESC LIMIT 8")]
+    assert sorted(cid for cid, _ in windowed) == sorted(newest)
+    assert [s for _, s in windowed] == sorted(s for _, s in windowed)  # best (lowest bm25) first
+    scores = dict(store._q(f"SELECT rowid, {store_module.BM25} FROM chunks_fts WHERE chunks_fts MATCH 'harbour'"))
+    assert all(abs(scores[cid] - s) < 1e-9 for cid, s in windowed)  # the scores it has among all

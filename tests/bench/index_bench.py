@@ -143,6 +143,12 @@ def unlock(home: str, queries: int, legacy: bool = False, forget: str = "", keep
     emb.embed(["warm the embedder up"])  # loaded as the idle app has it, before the clock starts
     rng = np.random.default_rng(3)
     qs = [" ".join(rng.choice(WORDS, 3, p=ZIPF)) for _ in range(queries)]
+    from mneme.core import snapshot as snapshot_module
+    from mneme.core.index import Index
+
+    phases: dict[str, list] = {"read": [], "load": []}
+    timed(snapshot_module, "read", phases["read"])  # the snapshot decrypted into the RAM folder
+    timed(Index, "load", phases["load"])             # …and opened (Chroma's client, its count)
     base = rss_mb()
     t0 = time.perf_counter()
     mem = open_memory(home, embedder=emb)
@@ -153,7 +159,9 @@ def unlock(home: str, queries: int, legacy: bool = False, forget: str = "", keep
     source = mem.index.source
     if mem._warm_thread is not None:
         mem._warm_thread.join()  # a rebuilt index is saved right after it is ready
-    mem.search("warm up")
+    t = time.perf_counter()
+    mem.search("warm up")  # the first vector query: Chroma reads the HNSW files now if not before
+    t_first = time.perf_counter() - t
     lat, kw = [], []
     for q in qs:
         t = time.perf_counter()
@@ -193,6 +201,8 @@ def unlock(home: str, queries: int, legacy: bool = False, forget: str = "", keep
     snap = mem.layout.index_snapshot
     size = snap.stat().st_size if snap.exists() and saved[0] else 0
     out = {"source": source, "place": status["place"], "t_kw": t_kw, "t_ready": t_ready,
+           "first_search_s": t_first, "read_s": sum(b - a for a, b in phases["read"]),
+           "load_s": sum(b - a for a, b in phases["load"]),
            "p50": float(np.percentile(lat, 50)), "p95": float(np.percentile(lat, 95)),
            "kw_p50": float(np.percentile(kw, 50)), "kw_p95": float(np.percentile(kw, 95)),
            "rss_before_mb": base, "rss_steady_mb": steady, "rss_idle_mb": idle,
@@ -241,6 +251,79 @@ def unlock(home: str, queries: int, legacy: bool = False, forget: str = "", keep
                    forget_rss_peak_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6)
     mem.close()
     return out
+
+
+def legacy_neighbour_chunks(self, chunk_ids, since=None, until=None, app=None, kinds=None):
+    """``Store.neighbour_chunks`` before the fourth round (its SQL walked a conversation's index
+    from one end to the message), for a side-by-side row."""
+    from mneme.core.store import _source_filter
+
+    where, args = _source_filter(since, until, app, kinds)
+    cond = (" AND " + " AND ".join(where)) if where else ""
+    out: dict[int, list[int]] = {}
+    for cid in chunk_ids:
+        rows = self._q(
+            "SELECT x.kind, x.conversation, x.time, x.id FROM chunks c JOIN sources x ON x.id = c.source_id "
+            "WHERE c.id = ? AND x.conversation != '' AND x.kind != 'frame'", (cid,))
+        if not rows:
+            continue
+        kind, conv, t, sid = rows[0]
+        got = []
+        for op, order in (("<", "DESC"), (">", "ASC")):
+            got += [r[0] for r in self._q(
+                "SELECT c.id FROM sources s JOIN chunks c ON c.source_id = s.id AND c.seq = 0 "
+                f"WHERE s.conversation = ? AND s.kind = ? AND (s.time {op} ? OR (s.time = ? AND s.id {op} ?))"
+                f"{cond} ORDER BY s.time {order}, s.id {order} LIMIT 1", [conv, kind, t, t, sid, *args])]
+        out[cid] = got
+    return out
+
+
+def stages(home: str, queries: int) -> dict:
+    """Hybrid search at scale, stage by stage (`--phase search`): an unlock from the snapshot, then
+    *queries* hybrid searches with today's ``Store.neighbour_chunks`` and the one before the
+    fourth round taking turns, query by query, in this one process; each search's time in the
+    keyword search, the embedding, the vector query, the neighbours and the hits."""
+    from mneme.core.index import Index
+    from mneme.core.memory import open_memory
+    from mneme.core.store import Store
+    from mneme.models.embedder import MiniLMEmbedder
+    from tests.bench.synthetic import WORDS, ZIPF
+
+    emb = MiniLMEmbedder(idle_release=0)
+    emb.embed(["warm the embedder up"])
+    mem = open_memory(home, embedder=emb)
+    assert mem.wait_index(stall=600), mem.index_problem()
+    mem.index.idle_release = 0
+    mem.search("warm up")
+    spans: dict[str, list] = {k: [] for k in ("keyword", "embed", "vector", "neighbours", "hits")}
+    timed(Store, "keyword_search", spans["keyword"])
+    timed(type(emb), "embed", spans["embed"])
+    timed(Index, "query", spans["vector"])
+    timed(Store, "hits", spans["hits"])
+    now_neighbours = Store.neighbour_chunks
+    rng = np.random.default_rng(4)
+    qs = [" ".join(rng.choice(WORDS, 3, p=ZIPF)) for _ in range(queries)]
+    rows: dict[str, dict[str, list[float]]] = {v: {k: [] for k in ("total", *spans)} for v in ("now", "before")}
+    for i, q in enumerate(qs):
+        for variant in (("now", "before") if i % 2 else ("before", "now")):
+            Store.neighbour_chunks = now_neighbours if variant == "now" else legacy_neighbour_chunks
+            timed(Store, "neighbour_chunks", spans["neighbours"])
+            for v in spans.values():
+                v.clear()
+            t = time.perf_counter()
+            mem.search(q, limit=10, mode="hybrid", parse=True)
+            rows[variant]["total"].append((time.perf_counter() - t) * 1000)
+            for k, v in spans.items():
+                rows[variant][k].append(sum(b - a for a, b in v) * 1000)
+    counts = []
+    for _ in range(20):  # every vector query asks Chroma for the count first (Index._query)
+        t = time.perf_counter()
+        vectors = mem.index.count()
+        counts.append((time.perf_counter() - t) * 1000)
+    mem.close()
+    return {variant: {k: (float(np.percentile(v, 50)), float(np.percentile(v, 95))) for k, v in got.items()}
+            for variant, got in rows.items()} | {"vectors": vectors, "queries": queries,
+                                                     "count_ms": float(np.median(counts))}
 
 
 def snapshot_folder_mb(mem) -> float:
@@ -318,6 +401,9 @@ def main() -> int:
         print(json.dumps(unlock(args.home, args.queries, legacy=args.legacy, forget=args.forget,
                                 keep_graph=args.keep_graph)))
         return 0
+    if args.phase == "search":
+        print(json.dumps(stages(args.home, args.queries)))
+        return 0
     if args.phase == "build":
         build(args.home, int(args.sizes))
         return 0
@@ -329,7 +415,7 @@ def main() -> int:
               "keyword p50 | p95 | snapshot write | searches during it (slowest) | snapshot size | RSS steady | "
               "RSS idle | RSS peak | index in memory | RAM folder |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    forgets, idle_notes = [], []
+    forgets, idle_notes, phase_notes = [], [], []
     for n in [int(s) for s in args.sizes.split(",")]:
         home = args.home or tempfile.mkdtemp(prefix="mneme-bench-")
         if not args.home:
@@ -365,6 +451,10 @@ def main() -> int:
                               f"the overlay opened (prepare_search) {r.get('search_1s_after_prepare_ms', 0):,.0f} ms "
                               f"(graph let go again before it: {r.get('index_released_again')}); RSS before the "
                               f"index was opened (embedder loaded): {r['rss_before_mb']:.0f} MB")
+            phase_notes.append(f"{name}: the snapshot decrypted into the RAM folder in {r.get('read_s', 0):.1f} s, "
+                               f"opened with it (`Index.load`) in {r.get('load_s', 0):.1f} s; the first hybrid "
+                               f"search once ready (Chroma reads its HNSW files then, if not before) "
+                               f"{r.get('first_search_s', 0):.2f} s")
             if "forget_s" in r:
                 forgets.append(f"| {n:,} | {r['forget_chunks']:,} | {r['forget_s']:.1f} s | {r['store_forget_s']:.1f} s | "
                                f"{r['index_save_s']:.1f} s | {r['scrub_s']:.1f} s ({r['dead']:,} dead) | "
@@ -375,7 +465,7 @@ def main() -> int:
                                f"{r['forget_snapshot_mb']:.0f} MB | {r['forget_rss_peak_mb']:.0f} MB |")
         if not args.home:
             subprocess.run(["rm", "-rf", home], check=True)
-    report += ["", *[f"- {n}" for n in idle_notes]]
+    report += ["", *[f"- {n}" for n in phase_notes + idle_notes]]
     if forgets:
         report += ["", "A forget (one conversation): its store deletion, the new snapshot (with the scrub of its "
                    "copy, `chroma_scrub.scrub`) and any fresh graph (`Index._compact`), while one thread runs hybrid "

@@ -134,8 +134,13 @@ def cited(claim: str) -> list[int]:
     return out
 
 
+CURRENCY_WORDS = {"$": {"dollar", "dollars", "usd", "buck", "bucks"}, "€": {"euro", "euros", "eur"},
+                  "£": {"pound", "pounds", "gbp", "quid"}, "¥": {"yen", "jpy", "yuan", "cny"}}
+CURRENCY_SIGN = re.compile(r"([$€£¥])\s?\d")
+
+
 def needs(claim: str) -> list[tuple[str, str]]:
-    """(word, kind) the claim asserts: kind is 'code', 'number', 'name' or 'word'."""
+    """(word, kind) the claim asserts: kind is 'code', 'number', 'name', 'word' or 'currency'."""
     text = CITE.sub(" ", claim)
     out = []
     for i, w in enumerate(WORD.findall(text)):
@@ -150,6 +155,9 @@ def needs(claim: str) -> list[tuple[str, str]]:
             out.append((w, "name"))
         else:
             out.append((w, "word"))
+    # "$240" where memory says "240 pounds": the number is backed, the currency is not. A
+    # currency sign is a claim of its own (WORD, which finds the rest, skips signs).
+    out += [(sign, "currency") for sign in dict.fromkeys(CURRENCY_SIGN.findall(text))]
     return out
 
 
@@ -180,6 +188,9 @@ def check(claim: str, excerpts: Sequence[Evidence], question: str = "") -> Verdi
         elif kind == "name":
             found = [i for i, e in enumerate(excerpts) if w.lower() in e.lower or stem(w) in e.stems]
             ok_q = False
+        elif kind == "currency":
+            found = [i for i, e in enumerate(excerpts) if w in e.text or CURRENCY_WORDS[w] & e.lower]
+            ok_q = w in q.text or bool(CURRENCY_WORDS[w] & q.lower)
         else:
             found = [i for i, e in enumerate(excerpts) if stem(w) in e.stems or w.lower() in e.lower]
             ok_q = stem(w) in q.stems

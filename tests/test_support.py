@@ -62,3 +62,13 @@ def test_inflections_of_a_word_are_one_word_and_different_words_are_not():
     # "plane" is not "planning": a photo caption of a plane does not speak of planning a trip
     assert coverage("When is Melanie planning a trip?", "Melanie: a photo of a plane in the sky") < 0.5
     assert not check("She cares for the car", [Evidence("the car is red")]).supported
+
+
+def test_a_currency_sign_must_be_the_one_memory_names():
+    quote = [Evidence("I can come on Friday; the quote is 240 pounds.")]
+    wrong = check("$240.", quote, "How much will the plumber charge?")
+    assert not wrong.supported and wrong.missing == ["$"]
+    assert check("£240.", quote, "How much will the plumber charge?").supported
+    assert check("It is 240 pounds.", quote, "How much will the plumber charge?").supported
+    assert check("$1,200 a month.", [Evidence("rent is $1,200 a month")], "What is the rent?").supported
+    assert check("$240.", quote, "How many $ will the plumber charge?").supported  # asked in dollars

@@ -52,6 +52,7 @@ OWN_SPEAKERS = frozenset({"", "me", "i", "myself", "self", "user", "you"})
 # a date ("4 years ago (2018)" for "Where did Caroline move from 4 years ago?") does not answer.
 WHERE_WHO = re.compile(r"^\s*(?:where|who|whom|whose)\b", re.IGNORECASE)
 
+QUANTITY = re.compile(r"^\s*(?:how (?:much|many|long|old|far|often)|what (?:time|price|amount))\b", re.IGNORECASE)
 PAST = re.compile(r"^\s*when (?:did|was|were|had)\b", re.IGNORECASE)
 DATED = re.compile(r"\b(?:\d{1,2}(?:st|nd|rd|th)?\s+(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*|"
                    r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\s+\d{1,2}\b|"
@@ -219,6 +220,16 @@ def _quote(c: Citation, claim: str) -> str:
     return sentence
 
 
+def _around(c: Citation, claim: str) -> str:
+    """The sentence that backs *claim* with the sentences next to it in its excerpt: what the
+    moment says around the claim ("Your flight to San Francisco departs at 11:05. Booking
+    reference QX7PZT." speaks of the flight's booking reference, its second sentence alone not)."""
+    sentences = support.claims(c.text) or [c.text]
+    quote = _quote(c, claim)
+    i = next((k for k, x in enumerate(sentences) if x.strip() == quote), 0)
+    return " ".join(sentences[max(0, i - 1):i + 2])
+
+
 class Assistant:
     def __init__(self, memory, llm: LLM, max_answer_tokens: int = 96, context_hits: int = 8,
                  prompt_tokens: int = PROMPT_TOKENS):
@@ -284,7 +295,7 @@ class Assistant:
             # claim that restates the question ("Grandpa's gift to Caroline was…") would cover it.
             if WHERE_WHO.search(answer.question) and _only_numbers_are_new(claim, answer.question):
                 return verdict, "a number or a date does not answer where or who"
-            quotes = [f"{answer.context[i].speaker} {_quote(answer.context[i], claim)}" for i in verdict.sources]
+            quotes = [f"{answer.context[i].speaker} {_around(answer.context[i], claim)}" for i in verdict.sources]
             if support.coverage(answer.question, " ".join(quotes)) < RELEVANCE_MIN:
                 return verdict, "true to memory but not about the question"
             # A claim stitched from several excerpts ("20 March at 15:30, bring the salad": the
@@ -373,7 +384,8 @@ class Assistant:
             if not self._about_asked(c, answer):
                 continue
             # Who said it counts too: "What did Caroline research?" is answered by Caroline's words.
-            sentence, share = support.best_sentence(c.text, answer.question, context=c.speaker, statements=True)
+            sentence, share = support.best_sentence(c.text, answer.question, context=c.speaker, statements=True,
+                                                    numbers=bool(QUANTITY.search(answer.question)))
             if best is None or share > best[2]:
                 best = (c, sentence, share)
         if best is None or best[2] < QUOTE_MIN_SHARE:

@@ -259,15 +259,17 @@ def coverage(question: str, text: str) -> float:
 
 
 def best_sentence(text: str, question: str, context: str = "",
-                  statements: bool = False) -> tuple[str, float]:
+                  statements: bool = False, numbers: bool = False) -> tuple[str, float]:
     """The sentence of *text* that covers most of the question (with *context*, e.g. who said
     it, counted for every sentence), and that coverage. With *statements*, a sentence that is
-    itself a question is passed over: it asks, it does not answer."""
-    best, score = text.strip(), -1.0
+    itself a question is passed over: it asks, it does not answer. With *numbers* (the question
+    asks how much or how many), of sentences that cover as much, one that holds a number wins."""
+    best, score, rank = text.strip(), -1.0, (-1.0, False)
     for sentence in claims(text) or [text]:
         if statements and sentence.rstrip(" \"'”)").endswith("?"):
             continue
         share = coverage(question, f"{context} {sentence}")
-        if share > score:
-            best, score = sentence.strip(), share
+        key = (share, numbers and any(ch.isdigit() for ch in sentence))
+        if key > rank:
+            best, score, rank = sentence.strip(), share, key
     return best, max(score, 0.0)

@@ -380,3 +380,21 @@ def test_a_question_after_another_is_answered_as_if_asked_first(real_llm):
     real_llm._llm.reset()  # a fresh start: nothing kept
     alone = "".join(real_llm.stream(second, 24, cancel))
     assert after == alone and after.strip()
+
+
+def test_a_code_is_about_the_question_when_the_sentence_before_it_is(open_mem):
+    mem = open_mem()
+    mem.import_messages([msg(1, "Your flight to San Francisco departs Friday at 11:05 from gate B22. "
+                                "Booking reference QX7PZT.", conv="Travel", speaker="United", t=T0)])
+    answer = Assistant(EveryMoment(mem), ScriptedLLM("QX7PZT.")).ask(
+        "What is my booking reference for the San Francisco flight?")
+    assert answer.status == "answered" and "QX7PZT" in answer.text, answer.dropped
+
+
+def test_how_much_is_quoted_with_the_sentence_that_holds_the_amount(open_mem):
+    mem = open_mem()
+    mem.import_messages([msg(1, "I can come on Friday morning to fix the boiler; the quote is 240 pounds.",
+                             conv="Home", speaker="Plumber", t=T0)])
+    answer = Assistant(EveryMoment(mem), ScriptedLLM("$240.")).ask("How much will the plumber charge?")
+    assert "not in the cited excerpts: $" in answer.dropped[0]
+    assert answer.status == "quoted" and "240 pounds" in answer.text and "$" not in answer.text

@@ -430,3 +430,23 @@ def test_an_index_opened_from_its_snapshot_is_ready_with_its_graph_read(open_mem
     mem = reopen(open_mem)
     assert mem.index.source == "snapshot"
     assert events[:2] == ["query", "ready"], events
+
+
+def test_a_vector_query_does_not_count_the_collection_first(open_mem, monkeypatch):
+    """Chroma's count took 160 ms at 1M vectors, most of a vector query (BENCHMARKS.md, fourth
+    round): a query asks for k and takes what Chroma gives, fewer when it holds fewer."""
+    from chromadb.api.models.Collection import Collection
+
+    mem = filled(open_mem, n=12)
+    probe = mem.embedder.embed(["lighthouse keeper note 3"])[0]
+    counts = []
+    count = Collection.count
+    monkeypatch.setattr(Collection, "count", lambda self: counts.append(1) or count(self))
+    got = mem.index.query(probe, 50)
+    assert len(got) == 12 and not counts
+    empty = Index(mem.embedder, folder=snapshot.sibling_folder(mem.index.folder))
+    empty.open(fresh=True)
+    try:
+        assert empty.query(probe, 5) == []
+    finally:
+        empty.close()

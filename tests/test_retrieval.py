@@ -1,11 +1,31 @@
 """Hybrid retrieval over a real store and a real in-memory Chroma index."""
 
+import contextlib
 import threading
 
 import pytest
 
 from mneme.core.retrieval import rrf
 from tests.conftest import msg
+
+@contextlib.contextmanager
+def queries_of(store, monkeypatch):
+    """The (sql, args) of the store's queries made on this thread inside the block (the index
+    warm-up runs its own on another thread)."""
+    statements: list[tuple] = []
+    query, caller = store._q, threading.get_ident()
+
+    def recorded(sql, args=()):
+        if threading.get_ident() == caller:
+            statements.append((sql, list(args)))
+        return query(sql, args)
+
+    monkeypatch.setattr(store, "_q", recorded)
+    try:
+        yield statements
+    finally:
+        monkeypatch.undo()
+
 
 DAY = 86400
 T0 = 1_700_000_000
@@ -276,19 +296,8 @@ def test_a_message_s_neighbours_are_looked_up_from_its_own_time(open_mem, monkey
     chunk = {store.source(sid).external_id: cid for cid, sid in store._q(
         "SELECT c.id, c.source_id FROM chunks c")}
     in_c = sorted((i for i in range(60) if i % 3), key=lambda i: (T0 + (i // 2) * 60, chunk[f"m{i}"]))
-    statements: list[tuple] = []
-    query = store._q
-
-    caller = threading.get_ident()
-
-    def recorded(sql, args=()):
-        if threading.get_ident() == caller:  # (the index warm-up counts the store on its own thread)
-            statements.append((sql, list(args)))
-        return query(sql, args)
-
-    monkeypatch.setattr(store, "_q", recorded)
-    near = store.neighbour_chunks([chunk[f"m{i}"] for i in in_c])
-    monkeypatch.undo()
+    with queries_of(store, monkeypatch) as statements:
+        near = store.neighbour_chunks([chunk[f"m{i}"] for i in in_c])
     for n, i in enumerate(in_c):
         want = ([chunk[f"m{in_c[n - 1]}"]] if n else []) + ([chunk[f"m{in_c[n + 1]}"]] if n + 1 < len(in_c) else [])
         assert near[chunk[f"m{i}"]] == want, i
@@ -309,20 +318,9 @@ def test_the_names_a_query_may_filter_by_are_read_from_the_indexes(open_mem, mon
     store = mem.store
     distinct = {r[0] for r in store._q("SELECT DISTINCT app FROM sources WHERE app != '' UNION "
                                        "SELECT DISTINCT conversation FROM sources WHERE conversation != ''")}
-    statements: list[tuple] = []
-    query = store._q
-
-    caller = threading.get_ident()
-
-    def recorded(sql, args=()):
-        if threading.get_ident() == caller:  # (the index warm-up counts the store on its own thread)
-            statements.append((sql, list(args)))
-        return query(sql, args)
-
-    monkeypatch.setattr(store, "_q", recorded)
     store._apps = None
-    names = store.apps()
-    monkeypatch.undo()
+    with queries_of(store, monkeypatch) as statements:
+        names = store.apps()
     assert {n for n in distinct if len(n) > 1} <= set(names)
     assert set(names) - distinct == {"Ärzte"}  # the first word of "Ärzte / Termine" ("Slack" is an app)
     assert statements

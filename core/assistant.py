@@ -291,6 +291,10 @@ class Assistant:
                              if (answer.context[i].speaker or "").strip().lower() not in OWN_SPEAKERS})
             if others and _first_person(claim):
                 return verdict, f"speaks as the user of what {', '.join(others)} said"
+            wrong = sorted({v for i in verdict.sources
+                            for v in support.mislabelled(claim, answer.question, answer.context[i].text)})
+            if wrong:
+                return verdict, f"{', '.join(wrong)} is given as something other than what was asked for"
             # Whether it speaks of the question is judged on what backs it, not on the claim: a
             # claim that restates the question ("Grandpa's gift to Caroline was…") would cover it.
             if WHERE_WHO.search(answer.question) and _only_numbers_are_new(claim, answer.question):

@@ -15,6 +15,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import simplemma
 import snowballstemmer
 
 WORD = re.compile(r"[^\W_](?:[\w'’.\-]*[^\W_])?", re.UNICODE)
@@ -68,11 +69,16 @@ _ENGLISH = snowballstemmer.stemmer("english")
 @functools.lru_cache(maxsize=1 << 16)
 def stem(word: str) -> str:
     """The word's Snowball (Porter2) stem, enough to equate inflections of one word ("booked" =
-    "booking" = "book") without equating different words ("plane" is not "planning")."""
+    "booking" = "book") without equating different words ("plane" is not "planning"); an
+    irregular form is taken back to its dictionary word first (simplemma: "lent" = "lend",
+    "bought" = "buy"), which no suffix rule can do."""
     w = word.lower().replace("’", "'")
     if w.endswith("'s"):
         w = w[:-2]
-    return _ENGLISH.stemWord(w.strip("'.-"))
+    w = w.strip("'.-")
+    if w.isalpha():
+        w = simplemma.lemmatize(w, lang="en").lower()
+    return _ENGLISH.stemWord(w)
 
 
 def digits(word: str) -> list[str]:
@@ -273,3 +279,53 @@ def best_sentence(text: str, question: str, context: str = "",
         if key > rank:
             best, score, rank = sentence.strip(), share, key
     return best, max(score, 0.0)
+
+
+# "What is my order number…?" asks for the value its moment labels "order": the word before a
+# kind of identifier, and the kind itself ("booking reference", "gate number", "wifi password").
+LABELLED = re.compile(r"\b([^\W\d_]+)\s+(number|no|code|id|reference|ref|pin|password|passcode)\b",
+                      re.IGNORECASE)
+
+
+def labels(question: str) -> set[str]:
+    """The stems of the label a question asks a value by (empty when it asks for none)."""
+    out: set[str] = set()
+    for m in LABELLED.finditer(question):
+        out.update(stem(w) for w in m.groups() if w.lower() not in GLUE)
+    return out
+
+
+def mislabelled(claim: str, question: str, text: str) -> list[str]:
+    """The values (numbers, codes) of *claim* that *text* gives as something other than what
+    *question* asks for: where a sentence holds the asked-for label and several values, the value
+    meant is the one nearest the label ("order #A-55310 (running shoes, size 43)": 43 is the size,
+    not the order number; of two as near, the one after the label). A value found nearest its label in any sentence, or in a sentence with
+    no label or no other value, is not refused."""
+    asked = labels(question)
+    values = [w for w, kind in needs(claim) if kind in ("code", "number") and any(c.isdigit() for c in w)]
+    if not asked or not values:
+        return []
+    wrong = []
+    for value in values:
+        key, seen, near = value.lower().strip(".-'"), False, False
+        for sentence in claims(text) or [text]:
+            words = WORD.findall(sentence)
+            spots = [i for i, w in enumerate(words)
+                     if w.lower().strip(".-'") == key or digits(w) and digits(w) == digits(value)]
+            if not spots:
+                continue
+            seen = True
+            at = [i for i, w in enumerate(words) if stem(w) in asked]
+            valued = [i for i, w in enumerate(words) if any(c.isdigit() for c in w)]
+            if not at or len(valued) < 2:
+                near = True
+                break
+            # Labels come before their values ("gate B22, booking reference QX7PZT"): a value
+            # after its label is nearer than one as far before it.
+            gap = {i: min(i - j if i > j else j - i + 1 for j in at) for i in valued}
+            if min(gap[i] for i in spots) <= min(gap.values()):
+                near = True
+                break
+        if seen and not near:
+            wrong.append(value)
+    return wrong

@@ -89,6 +89,34 @@ def test_a_backed_leading_part_is_kept_and_the_run_on_is_dropped(open_mem):
     assert "boilers" not in answer.text and answer.status == "quoted"
 
 
+def test_an_irregular_verb_in_the_question_is_the_word_memory_used(open_mem):
+    """"lend" is asked, "lent" is in memory: the answer is about the question, not dropped."""
+    mem = open_mem()
+    mem.import_messages([msg(1, "I lent you my copy of The Left Hand of Darkness, give it back whenever.",
+                             conv="Friends", speaker="Leo", t=T0),
+                         msg(2, "The climbing gym is closed for renovation until January 6.",
+                             conv="Friends", speaker="Leo", t=T0 + 60)])
+    mem.embed_pending()
+    answer = Assistant(EveryMoment(mem), ScriptedLLM("The Left Hand of Darkness.")).ask("Which book did Leo lend me?")
+    assert answer.status == "answered" and "Left Hand of Darkness" in answer.text, answer.dropped
+    assert [c.source_ids for c in answer.citations] == [[1]]
+
+
+def test_a_value_the_moment_gives_as_something_else_does_not_answer(open_mem):
+    """The order number is asked; the model answers with the shoe size from the same sentence.
+    Every word of it is in memory, and it is still wrong: the value beside "order" is meant."""
+    mem = open_mem()
+    mem.import_messages([msg(1, "Your order #A-55310 (running shoes, size 43) shipped via DHL.",
+                             conv="Shop", speaker="Store", t=T0)])
+    mem.embed_pending()
+    question = "What is my order number for the running shoes?"
+    answer = Assistant(EveryMoment(mem), ScriptedLLM("It is 43 [1].")).ask(question)
+    assert "43 is given as something other than what was asked for" in answer.dropped[0], answer.dropped
+    assert answer.status == "quoted" and "A-55310" in answer.text
+    answer = Assistant(EveryMoment(mem), ScriptedLLM("It is A-55310 [1].")).ask(question)
+    assert answer.status == "answered" and "A-55310" in answer.text, answer.dropped
+
+
 class EveryMoment:
     """A search that returns every moment in memory, so the check, not retrieval, is the subject."""
 

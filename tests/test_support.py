@@ -2,7 +2,7 @@
 
 from datetime import datetime
 
-from mneme.core import reltime
+from mneme.core import reltime, support
 from mneme.core.support import Evidence, check, check_answer, coverage
 
 EXCERPTS = [Evidence("Airline: your flight UA858 to Lisbon departs 09:40 from gate B22, booking reference QX7PZT"),
@@ -72,3 +72,20 @@ def test_a_currency_sign_must_be_the_one_memory_names():
     assert check("It is 240 pounds.", quote, "How much will the plumber charge?").supported
     assert check("$1,200 a month.", [Evidence("rent is $1,200 a month")], "What is the rent?").supported
     assert check("$240.", quote, "How many $ will the plumber charge?").supported  # asked in dollars
+
+
+def test_irregular_forms_are_one_word_and_different_words_stay_apart():
+    assert support.stem("lent") == support.stem("lend") == support.stem("lending")
+    assert support.stem("bought") == support.stem("buys")
+    assert support.stem("plane") != support.stem("planning")
+    assert support.check("Leo lent me the book.", [support.Evidence("Leo: I will lend you the book")]).supported
+
+
+def test_a_value_nearest_the_asked_label_is_the_one_meant():
+    text = "Your flight departs 09:40 from gate B22, booking reference QX7PZT."
+    assert support.mislabelled("It is B22.", "What is my booking reference?", text) == ["B22"]
+    assert support.mislabelled("QX7PZT", "What is my booking reference?", text) == []
+    assert support.mislabelled("B22", "What is the gate number?", text) == []
+    # no label asked for, or no other value beside it: nothing to tell apart
+    assert support.mislabelled("B22", "Where do I board?", text) == []
+    assert support.mislabelled("555-1234", "What is Anna's phone number?", "Call me at 555-1234.") == []

@@ -209,6 +209,32 @@ def _first_person(claim: str) -> bool:
     return bool(FIRST_PERSON.search(support.CITE.sub(" ", claim)))
 
 
+# The user is "you" in what others say to them: "my sister's address" is "your sister's address"
+# in Dad's message to the user.
+SECOND_PERSON = {"i": "you", "i'm": "you're", "i've": "you've", "i'd": "you'd", "i'll": "you'll", "my": "your",
+                 "me": "you", "mine": "yours", "myself": "yourself", "we": "you", "our": "your",
+                 "ours": "yours", "us": "you"}
+
+
+def _said_to_the_user(claim: str, excerpt: str) -> bool:
+    """Every first-person word of *claim* is the excerpt's "you" to the user, next to the same word
+    ("My sister's address…" from "Your sister's new address is…"); someone's "I" and "my" stay
+    theirs ("I used to ride horses with my dad" is not the user's)."""
+    claim = support.CITE.sub(" ", claim).replace("’", "'")
+    said = " " + " ".join(w.lower() for w in support.WORD.findall(excerpt.replace("’", "'"))) + " "
+    words = [(m.start(), m.group()) for m in support.WORD.finditer(claim)]
+    for m in FIRST_PERSON.finditer(claim):
+        i = next((k for k, (at, _) in enumerate(words) if at == m.start()), None)
+        you = SECOND_PERSON.get(m.group().lower())
+        if i is None or you is None:
+            return False
+        near = ([f" {you} {words[i + 1][1].lower()} "] if i + 1 < len(words) else []) + \
+               ([f" {words[i - 1][1].lower()} {you} "] if i > 0 else [])
+        if not any(n in said for n in near):
+            return False
+    return True
+
+
 def _only_numbers_are_new(claim: str, question: str) -> bool:
     """What the claim adds to the question is numbers (and dates) alone."""
     new = [kind for _, kind in support.new_needs(claim, question)]
@@ -289,7 +315,8 @@ class Assistant:
                 return verdict, "said by someone other than the person asked about"
             others = sorted({answer.context[i].speaker for i in verdict.sources
                              if (answer.context[i].speaker or "").strip().lower() not in OWN_SPEAKERS})
-            if others and _first_person(claim):
+            if others and _first_person(claim) and not all(
+                    _said_to_the_user(claim, answer.context[i].text) for i in verdict.sources):
                 return verdict, f"speaks as the user of what {', '.join(others)} said"
             wrong = sorted({v for i in verdict.sources
                             for v in support.mislabelled(claim, answer.question, answer.context[i].text)})

@@ -156,6 +156,20 @@ def test_what_someone_else_said_of_themselves_is_not_shown_as_the_users_own(open
     assert answer.status == "answered" and "level 3" in answer.text, answer.dropped
 
 
+def test_what_someone_said_to_the_user_may_be_said_back_in_the_first_person(open_mem):
+    mem = open_mem()
+    mem.import_messages([msg(1, "Your sister's new address is 17 Birch Lane, Leeds.", speaker="Dad", conv="Family"),
+                         msg(2, "My new address is 4 Elm Road.", speaker="Dad", conv="Family", t=T0)])
+    mem.embed_pending()
+    answer = Assistant(EveryMoment(mem), ScriptedLLM("My sister's address is 17 Birch Lane, Leeds.")).ask(
+        "What is my sister's address?")
+    assert answer.status == "answered" and "17 Birch Lane" in answer.text, answer.dropped
+    assert [c.source_ids for c in answer.citations] == [[1]]
+    # Dad's own "my" stays his
+    answer = Assistant(EveryMoment(mem), ScriptedLLM("My new address is 4 Elm Road.")).ask("What is Dad's new address?")
+    assert "speaks as the user of what Dad said" in answer.dropped[0], answer.dropped
+
+
 def test_a_date_does_not_answer_where(open_mem):
     mem = open_mem()
     mem.import_messages([msg(1, "I've known these friends for 4 years, since I moved from my home country.",

@@ -33,9 +33,9 @@ VECTOR_FLOOR = 0.25
 NEIGHBOUR_SHARE = 0.2
 NEIGHBOUR_DEPTH = 15
 # A person named in the question is a soft preference too: a fourth RRF list of the candidates
-# they said, the neighbours included (see _prefer_speakers). The name is then left out of what is embedded, since every message of theirs carries
-# it ("Caroline: …"), so it pulls all of them near the question. LoCoMo dev: recall@5 / @10
-# 0.666 / 0.773 -> 0.688 / 0.790 (BENCHMARKS.md).
+# they said, the neighbours included (see _prefer_speakers). The name is then left out of what is
+# embedded, since every message of theirs carries it ("Caroline: …"), so it pulls all of them near
+# the question. LoCoMo dev: recall@5 / @10 0.666 / 0.773 -> 0.688 / 0.790 (BENCHMARKS.md).
 SPEAKER_PREFERENCE = True
 # How much each RRF list counts (1 unless named here). Nearly all the evidence for a question that
 # names one person is what that person said (97 % on LoCoMo dev), so their list counts twice:
@@ -186,7 +186,7 @@ class Retriever:
         one more RRF list (LIST_WEIGHTS). It comes after the neighbour stage, so their message just
         before or after a match is preferred too; before it, the neighbours of their best messages
         (mostly the other person's turns) came along unchecked, and theirs next to others' matches
-        got no preference. LoCoMo dev recall@5 / @10 0.721 / 0.800 -> 0.745 / 0.812, every
+        got no preference. LoCoMo dev recall@5 / @10 0.721 / 0.800 -> 0.748 / 0.812, every
         conversation better or level, no constant added (BENCHMARKS.md)."""
         pool = [cid for cid, _, _ in fused]
         said = self.store.filter_chunks(pool, speakers=named)

@@ -271,8 +271,8 @@ def test_the_named_person_s_message_next_to_a_match_is_preferred_too(open_mem):
     mem.import_messages([
         msg(1, "We spent three nights at the beach with the kids", speaker="Raj", conv="C", t=T0),
         msg(2, "Sounds like you camped at the best spot!", speaker="Priya", conv="C", t=T0 + 30),
-        *[msg(10 + i, f"we camped by the lake, day {i}", speaker="Priya", conv=f"D{i}", t=T0 + DAY * (i + 1))
-          for i in range(3)]])
+        *[msg(10 + i, f"we camped by the lake, day {i}", speaker="Priya", conv=f"D{i}",
+              t=T0 + DAY * (i + 1)) for i in range(3)]])
     hits = mem.search("Where has Raj camped?", limit=5, mode="keyword").hits
     assert hits[0].text.startswith("We spent three nights") and hits[0].speaker == "Raj"
     assert hits[0].ranks == {"neighbour": 1, "speaker": 1}

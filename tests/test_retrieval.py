@@ -263,6 +263,22 @@ def test_what_the_named_person_said_outweighs_a_single_list(open_mem, monkeypatc
     assert mem.search(question, limit=5).hits[0].speaker == "Priya"
 
 
+def test_the_named_person_s_message_next_to_a_match_is_preferred_too(open_mem):
+    """Raj's message holds no word of the question; Priya's reply after it matches. The speaker list
+    is made after the neighbour stage, so Raj's message, brought in as a neighbour, is preferred
+    over Priya's own matches (before, the list was made without it and it came last)."""
+    mem = open_mem()
+    mem.import_messages([
+        msg(1, "We spent three nights at the beach with the kids", speaker="Raj", conv="C", t=T0),
+        msg(2, "Sounds like you camped at the best spot!", speaker="Priya", conv="C", t=T0 + 30),
+        *[msg(10 + i, f"we camped by the lake, day {i}", speaker="Priya", conv=f"D{i}",
+              t=T0 + DAY * (i + 1)) for i in range(3)]])
+    hits = mem.search("Where has Raj camped?", limit=5, mode="keyword").hits
+    assert hits[0].text.startswith("We spent three nights") and hits[0].speaker == "Raj"
+    assert hits[0].ranks == {"neighbour": 1, "speaker": 1}
+    assert len(hits) == 5 and {h.speaker for h in hits[1:]} == {"Priya"}  # the others stay
+
+
 def test_the_messages_next_to_the_fifteen_best_matches_come_along(open_mem):
     """"Where were you last weekend?" holds no word of the question; it is shown because the answer
     after it matches. The 15 best matches bring theirs (NEIGHBOUR_DEPTH), the rest do not."""

@@ -260,6 +260,7 @@ class Assistant:
     def __init__(self, memory, llm: LLM, max_answer_tokens: int = 96, context_hits: int = 8,
                  prompt_tokens: int = PROMPT_TOKENS):
         self.memory = memory
+        support.prepare()  # built beside the model, on a worker: the first check does not wait
         self.prompt_tokens = prompt_tokens
         self.llm = llm
         self.max_answer_tokens = max_answer_tokens

@@ -60,6 +60,13 @@ DATED = re.compile(r"\b(?:\d{1,2}(?:st|nd|rd|th)?\s+(?:jan|feb|mar|apr|may|jun|j
                    r"\d{1,2}:\d{2}|mid[- ](?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*)\b",
                    re.IGNORECASE)
 
+# "When…?" is answered by a time: a date, a day, a number, or words of time ("It was so much fun"
+# for "When did Melanie go to the park?" is true to memory and does not answer).
+RELATIVE_TIME = re.compile(r"\b(?:yesterday|today|tonight|tomorrow|ago|last|next|this (?:morning|afternoon|evening|"
+                           r"week|weekend|month|year)|morning|afternoon|evening|night|noon|midnight|week|weekend|"
+                           r"month|year|spring|summer|autumn|fall|winter|christmas|easter|before|after|since|"
+                           r"until|during|soon|later|earlier|recently|now|then|when|while|once)\b", re.IGNORECASE)
+
 Prompt = list[tuple[str, bool]]  # (text, is_data): data is tokenized with special tokens off
 
 
@@ -319,6 +326,10 @@ class Assistant:
             if others and _first_person(claim) and not all(
                     _said_to_the_user(claim, answer.context[i].text) for i in verdict.sources):
                 return verdict, f"speaks as the user of what {', '.join(others)} said"
+            said = support.CITE.sub(" ", claim)
+            if WHEN.search(answer.question) and not (DATED.search(said) or RELATIVE_TIME.search(said)
+                                                     or any(ch.isdigit() for ch in said)):
+                return verdict, "says no time, so does not answer when"
             wrong = sorted({v for i in verdict.sources
                             for v in support.mislabelled(claim, answer.question, answer.context[i].text)})
             if wrong:

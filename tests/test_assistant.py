@@ -170,6 +170,18 @@ def test_what_someone_said_to_the_user_may_be_said_back_in_the_first_person(open
     assert "speaks as the user of what Dad said" in answer.dropped[0], answer.dropped
 
 
+def test_a_claim_that_says_no_time_does_not_answer_when(open_mem):
+    mem = open_mem()
+    mem.import_messages([msg(1, "I took my kids to a park yesterday. They had so much fun exploring.",
+                             speaker="Melanie", conv="C", t=T0)])
+    mem.embed_pending()
+    answer = Assistant(EveryMoment(mem), ScriptedLLM("It was so much fun [1]!")).ask(
+        "When did Melanie go to the park?")
+    assert "does not answer when" in answer.dropped[0], answer.dropped
+    assert answer.status == "answered" and "Friday 6 March 2026" in answer.text  # yesterday, said on 7 March
+    assert [c.source_ids for c in answer.citations] == [[1]]
+
+
 def test_a_date_does_not_answer_where(open_mem):
     mem = open_mem()
     mem.import_messages([msg(1, "I've known these friends for 4 years, since I moved from my home country.",

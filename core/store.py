@@ -40,8 +40,8 @@ BM25 = f"bm25(chunks_fts, {', '.join(map(str, FTS_WEIGHTS))})"
 # and a search looks each word up in every one. A memory of 1M chunks had 11; merged into one, its
 # keyword search took half as long at the median (BENCHMARKS.md, "Fifth round"). It is merged again
 # (``merge_keywords``) once KEYWORD_MERGE_SHARE of its chunks, and at least KEYWORD_MERGE_MIN, are
-# newer than the last merge, in steps of KEYWORD_MERGE_PAGES pages (~4 kB each), each its own
-# short transaction, so that searches and writes wait for a step at most.
+# newer than the last merge (or a forget has rebuilt it), in steps of KEYWORD_MERGE_PAGES pages
+# (~4 kB each), each its own short transaction, so that searches and writes wait for a step at most.
 KEYWORD_MERGE_SHARE = 0.1
 KEYWORD_MERGE_MIN = 10_000
 KEYWORD_MERGE_PAGES = 200
@@ -730,6 +730,8 @@ class Store:
         for name in self._fts_tables(db):
             if name in rebuild:
                 db.execute(f'INSERT INTO "{name}"("{name}") VALUES (\'rebuild\')')
+                if name == "chunks_fts":  # a rebuild leaves it in segments again: merged at the next warm-up
+                    db.execute("DELETE FROM keyword_merge")
             db.execute(f'INSERT INTO "{name}"("{name}", rank) VALUES (\'secure-delete\', 0)')
 
     def scrub(self, wait: float = SCRUB_WAIT) -> None:

@@ -420,3 +420,28 @@ def test_the_keyword_index_is_merged_into_one_segment_once_enough_is_new(open_me
     assert {q: store.keyword_search(q, 50) for q in before} == before
     mem.import_messages([msg(1000 + i, f"harbour {i}") for i in range(50)])
     assert not store.keyword_merge_due()  # 50 new of 350: under KEYWORD_MERGE_MIN
+
+
+def test_a_forget_that_rebuilds_the_keyword_index_has_it_merged_again(open_mem, monkeypatch):
+    """A forget of many chunks rebuilds the keyword index (leaving it in segments again): the next
+    warm-up merges it, however few chunks are new."""
+    from mneme.core import store as store_module
+
+    monkeypatch.setattr(store_module, "KEYWORD_MERGE_MIN", 100)
+    monkeypatch.setattr(store_module, "FTS_SECURE_MAX", 0)  # every forget rebuilds the keyword index
+    mem = open_mem()
+    mem._warm_thread.join(timeout=60)
+    for batch in range(30):
+        mem.import_messages([msg(batch * 10 + i, f"harbour lights {batch} {i}", conv=f"C{batch % 3}")
+                             for i in range(10)])
+    store = mem.store
+    assert store.merge_keywords() > 0 and not store.keyword_merge_due()
+    mem.forget(app="C1")
+    assert store.keyword_merge_due()
+    mem.close()
+
+    mem = open_mem()
+    mem._warm_thread.join(timeout=60)
+    store = mem.store
+    assert not store.keyword_merge_due() and store.merge_keywords() == 0
+    assert {int(h.text.split()[-2]) % 3 for h in store.hits(store.keyword_search("harbour", 50))} == {0, 2}

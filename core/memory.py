@@ -113,12 +113,26 @@ class Memory:
                 except Exception:
                     if not self._closed.is_set():
                         log.exception("catch-up embedding failed")
+            self.tidy_keywords()
 
         if background:
             self._warm_thread = threading.Thread(target=run, name="mneme-index-warm", daemon=True)
             self._warm_thread.start()
         else:
             run()
+
+    def tidy_keywords(self) -> None:
+        """Merge the keyword index into one segment when enough is new since it last was
+        (``Store.merge_keywords``); after the warm-up, in its thread. Stops at lock."""
+        try:
+            if self.store.keyword_merge_due():
+                t = time.perf_counter()
+                steps = self.store.merge_keywords(stop=self._closed)
+                if steps is not None:
+                    log.info("keyword index merged in %d steps, %.1f s", steps, time.perf_counter() - t)
+        except Exception:
+            if not self._closed.is_set():
+                log.exception("merging the keyword index failed (keyword search works as before)")
 
     def _restore(self) -> bool:
         """Open the index from the checkpoint the store names; False when there is none to trust."""

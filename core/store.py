@@ -36,6 +36,15 @@ FTS_WEIGHTS = (1.0, 0.5, 0.5, 0.3)
 # keeps keyword search as fast at 100k chunks (BENCHMARKS.md, "Encrypted persistent index").
 CACHE_KIB = 16384
 BM25 = f"bm25(chunks_fts, {', '.join(map(str, FTS_WEIGHTS))})"
+# The keyword index (FTS5) grows in segments that its automerge folds together only level by level,
+# and a search looks each word up in every one. A memory of 1M chunks had 11; merged into one, its
+# keyword search took half as long at the median (BENCHMARKS.md, "Fifth round"). It is merged again
+# (``merge_keywords``) once KEYWORD_MERGE_SHARE of its chunks, and at least KEYWORD_MERGE_MIN, are
+# newer than the last merge (or a forget has rebuilt it), in steps of KEYWORD_MERGE_PAGES pages
+# (~4 kB each), each its own short transaction, so that searches and writes wait for a step at most.
+KEYWORD_MERGE_SHARE = 0.1
+KEYWORD_MERGE_MIN = 10_000
+KEYWORD_MERGE_PAGES = 200
 FTS_TOKENIZER = "porter unicode61 remove_diacritics 2"
 
 MIGRATIONS: list[tuple[str, str | Callable]] = [
@@ -217,6 +226,12 @@ MIGRATIONS.append(("m005_index_journal", """
         seq INTEGER NOT NULL,               -- the journal position the snapshot reflects
         vectors INTEGER NOT NULL,
         bytes INTEGER NOT NULL
+    );
+    """))
+# The newest chunk id when the keyword index was last merged into one segment (``merge_keywords``).
+MIGRATIONS.append(("m006_keyword_merge", """
+    CREATE TABLE keyword_merge (
+        chunks INTEGER NOT NULL
     );
     """))
 
@@ -715,6 +730,8 @@ class Store:
         for name in self._fts_tables(db):
             if name in rebuild:
                 db.execute(f'INSERT INTO "{name}"("{name}") VALUES (\'rebuild\')')
+                if name == "chunks_fts":  # a rebuild leaves it in segments again: merged at the next warm-up
+                    db.execute("DELETE FROM keyword_merge")
             db.execute(f'INSERT INTO "{name}"("{name}", rank) VALUES (\'secure-delete\', 0)')
 
     def scrub(self, wait: float = SCRUB_WAIT) -> None:
@@ -848,6 +865,34 @@ class Store:
         """Chunks (with an id past *after*) matching *match*, counted up to *bound*."""
         return self._q("SELECT count(*) FROM (SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ? "
                        "AND rowid > ? LIMIT ?)", (match, after, bound))[0][0]
+
+    def keyword_merge_due(self) -> bool:
+        """Whether enough chunks are newer than the keyword index's last merge (``merge_keywords``)."""
+        (top,), = self._q("SELECT coalesce(max(id), 0) FROM chunks")
+        (last,), = self._q("SELECT coalesce(max(chunks), 0) FROM keyword_merge")
+        return top - last >= max(KEYWORD_MERGE_MIN, KEYWORD_MERGE_SHARE * top)
+
+    def merge_keywords(self, pages: int | None = None, stop: threading.Event | None = None) -> int | None:
+        """Merge the keyword index's segments into one (FTS5's 'merge' with a negative page count:
+        any segments, whatever their level), in steps of about *pages* pages, each its own
+        transaction; the same rows and the same scores, fewer places to look a word up. Returns the
+        steps that did work, or None when *stop* was set first (it goes on from there next time)."""
+        pages = pages or KEYWORD_MERGE_PAGES
+        (top,), = self._q("SELECT coalesce(max(id), 0) FROM chunks")
+        steps = 0
+        while True:
+            if stop is not None and stop.is_set():
+                return None
+            with self.transaction() as db:
+                before = db.total_changes
+                db.execute("INSERT INTO chunks_fts(chunks_fts, rank) VALUES ('merge', ?)", (-pages,))
+                worked = db.total_changes - before >= 2  # (FTS5: under 2 changes, nothing was left to merge)
+                if not worked:
+                    db.execute("DELETE FROM keyword_merge")
+                    db.execute("INSERT INTO keyword_merge VALUES (?)", (top,))
+            if not worked:
+                return steps
+            steps += 1
 
     def filter_chunks(self, chunk_ids: Sequence[int], since: float | None = None,
                       until: float | None = None, app: str | None = None,

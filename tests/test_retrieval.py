@@ -389,3 +389,75 @@ def test_many_keyword_matches_are_scored_in_the_newest_window(open_mem, monkeypa
     assert [s for _, s in windowed] == sorted(s for _, s in windowed)  # best (lowest bm25) first
     scores = dict(store._q(f"SELECT rowid, {store_module.BM25} FROM chunks_fts WHERE chunks_fts MATCH 'harbour'"))
     assert all(abs(scores[cid] - s) < 1e-9 for cid, s in windowed)  # the scores it has among all
+
+
+def _keyword_segments(store) -> int:
+    """The keyword index's segment count, from FTS5's structure record (id 10 of its data table:
+    a 4-byte cookie, then varints: levels, segments)."""
+    (blob,), = store._q("SELECT block FROM chunks_fts_data WHERE id = 10")
+    values, value, i = [], 0, 4
+    while len(values) < 2:
+        value = (value << 7) | (blob[i] & 0x7F)
+        if not blob[i] & 0x80:
+            values.append(value)
+            value = 0
+        i += 1
+    return values[1]
+
+
+def test_the_keyword_index_is_merged_into_one_segment_once_enough_is_new(open_mem, monkeypatch):
+    """Each import adds a segment to the keyword index (FTS5's automerge folds them level by level
+    only), and a search looks each word up in every one: 11 at 1M chunks. After the warm-up, once
+    KEYWORD_MERGE_MIN chunks and KEYWORD_MERGE_SHARE of them are newer than the last merge, they are
+    merged into one, in short steps; the same results and scores, and nothing to do again after."""
+    from mneme.core import store as store_module
+
+    monkeypatch.setattr(store_module, "KEYWORD_MERGE_MIN", 100)
+    monkeypatch.setattr(store_module, "KEYWORD_MERGE_PAGES", 1)
+    mem = open_mem(warm=False)
+    for batch in range(30):
+        mem.import_messages([msg(batch * 10 + i, f"harbour lights {'storm' if i % 3 else 'calm'} {batch} {i}")
+                             for i in range(10)])
+    store = mem.store
+    assert _keyword_segments(store) > 3
+    before = {q: store.keyword_search(q, 50) for q in ("harbour storm", "calm", "lights 7")}
+    assert store.keyword_merge_due()
+    stop = threading.Event()
+    stop.set()
+    assert store.merge_keywords(stop=stop) is None and store.keyword_merge_due()  # stopped (at lock)
+    mem.close()
+
+    mem = open_mem()  # the warm-up merges it, after the vector index and the catch-up
+    mem._warm_thread.join(timeout=60)
+    store = mem.store
+    assert _keyword_segments(store) == 1
+    assert not store.keyword_merge_due()
+    assert store.merge_keywords() == 0  # one segment: nothing left to merge
+    assert {q: store.keyword_search(q, 50) for q in before} == before
+    mem.import_messages([msg(1000 + i, f"harbour {i}") for i in range(50)])
+    assert not store.keyword_merge_due()  # 50 new of 350: under KEYWORD_MERGE_MIN
+
+
+def test_a_forget_that_rebuilds_the_keyword_index_has_it_merged_again(open_mem, monkeypatch):
+    """A forget of many chunks rebuilds the keyword index (leaving it in segments again): the next
+    warm-up merges it, however few chunks are new."""
+    from mneme.core import store as store_module
+
+    monkeypatch.setattr(store_module, "KEYWORD_MERGE_MIN", 100)
+    monkeypatch.setattr(store_module, "FTS_SECURE_MAX", 0)  # every forget rebuilds the keyword index
+    mem = open_mem()
+    mem._warm_thread.join(timeout=60)
+    for batch in range(30):
+        mem.import_messages([msg(batch * 10 + i, f"harbour lights {batch} {i}", conv=f"C{batch % 3}")
+                             for i in range(10)])
+    store = mem.store
+    assert store.merge_keywords() > 0 and not store.keyword_merge_due()
+    mem.forget(app="C1")
+    assert store.keyword_merge_due()
+    mem.close()
+
+    mem = open_mem()
+    mem._warm_thread.join(timeout=60)
+    store = mem.store
+    assert not store.keyword_merge_due() and store.merge_keywords() == 0
+    assert {int(h.text.split()[-2]) % 3 for h in store.hits(store.keyword_search("harbour", 50))} == {0, 2}

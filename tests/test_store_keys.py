@@ -25,7 +25,7 @@ def test_store_file_is_encrypted_and_needs_the_key(tmp_path):
     again = Store(path, b"k" * 32)
     assert again.keyword_search(CANARY, 5)
     assert again.migrations() == ["m001_initial", "m002_frames", "m003_searchable_fields", "m004_scoped_ids",
-                                  "m005_index_journal"]
+                                  "m005_index_journal", "m006_keyword_merge"]
     again.close()
 
 

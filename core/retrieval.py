@@ -86,6 +86,12 @@ def rrf(rankings: dict[str, Sequence[int]], k: int = RRF_K,
         for rank, cid in enumerate(ids, 1):
             scores[cid] = scores.get(cid, 0.0) + weight / (k + rank)
             ranks.setdefault(cid, {})[name] = rank
+    return _best_first(scores, ranks)
+
+
+def _best_first(scores: dict[int, float],
+                ranks: dict[int, dict[str, int]]) -> list[tuple[int, float, dict[str, int]]]:
+    """(id, score, ranks) by score, best first; ties by id, so the order never depends on chance."""
     ordered = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
     return [(cid, score, ranks[cid]) for cid, score in ordered]
 
@@ -177,8 +183,7 @@ class Retriever:
             for other in near.get(cid, ()):
                 scores[other] = scores.get(other, 0.0) + NEIGHBOUR_SHARE * score
                 ranks.setdefault(other, {}).setdefault("neighbour", 1)
-        ordered = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
-        return [(cid, score, ranks[cid]) for cid, score in ordered]
+        return _best_first(scores, ranks)
 
     def _prefer_speakers(self, fused: list[tuple[int, float, dict[str, int]]],
                          named: Sequence[str]) -> list[tuple[int, float, dict[str, int]]]:
@@ -192,14 +197,12 @@ class Retriever:
         said = self.store.filter_chunks(pool, speakers=named)
         if not 0 < len(said) < len(pool):
             return fused
-        weight = LIST_WEIGHTS.get("speaker", 1.0)
         scores = {cid: score for cid, score, _ in fused}
         ranks = {cid: r for cid, _, r in fused}
-        for rank, cid in enumerate((c for c in pool if c in said), 1):
-            scores[cid] += weight / (self.rrf_k + rank)
-            ranks[cid]["speaker"] = rank
-        ordered = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
-        return [(cid, score, ranks[cid]) for cid, score in ordered]
+        for cid, share, rank in rrf({"speaker": [c for c in pool if c in said]}, self.rrf_k, LIST_WEIGHTS):
+            scores[cid] += share
+            ranks[cid].update(rank)
+        return _best_first(scores, ranks)
 
     def _vector(self, text: str, depth: int, filters: dict) -> list[tuple[int, float]]:
         """(chunk id, cosine similarity) best first."""

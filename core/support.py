@@ -305,33 +305,28 @@ def mislabelled(claim: str, question: str, text: str) -> list[str]:
     """The values (numbers, codes) of *claim* that *text* gives as something other than what
     *question* asks for: where a sentence holds the asked-for label and several values, the value
     meant is the one nearest the label ("order #A-55310 (running shoes, size 43)": 43 is the size,
-    not the order number; of two as near, the one after the label). A value found nearest its label in any sentence, or in a sentence with
-    no label or no other value, is not refused."""
+    not the order number; of two as near, the one after the label). A value found nearest its
+    label in any sentence, or in a sentence with no label or no other value, is not refused."""
     asked = labels(question)
     values = [w for w, kind in needs(claim) if kind in ("code", "number") and any(c.isdigit() for c in w)]
     if not asked or not values:
         return []
+    sentences = []  # (words, each value's distance from the nearest label: empty with no label)
+    for sentence in claims(text) or [text]:
+        words = WORD.findall(sentence)
+        at = [i for i, w in enumerate(words) if stem(w) in asked]
+        # Labels come before their values ("gate B22, booking reference QX7PZT"): a value after
+        # its label is nearer than one as far before it.
+        gap = {i: min(i - j if i > j else j - i + 1 for j in at)
+               for i, w in enumerate(words) if at and any(c.isdigit() for c in w)}
+        sentences.append((words, gap))
     wrong = []
     for value in values:
-        key, seen, near = value.lower().strip(".-'"), False, False
-        for sentence in claims(text) or [text]:
-            words = WORD.findall(sentence)
-            spots = [i for i, w in enumerate(words)
-                     if w.lower().strip(".-'") == key or digits(w) and digits(w) == digits(value)]
-            if not spots:
-                continue
-            seen = True
-            at = [i for i, w in enumerate(words) if stem(w) in asked]
-            valued = [i for i, w in enumerate(words) if any(c.isdigit() for c in w)]
-            if not at or len(valued) < 2:
-                near = True
-                break
-            # Labels come before their values ("gate B22, booking reference QX7PZT"): a value
-            # after its label is nearer than one as far before it.
-            gap = {i: min(i - j if i > j else j - i + 1 for j in at) for i in valued}
-            if min(gap[i] for i in spots) <= min(gap.values()):
-                near = True
-                break
-        if seen and not near:
+        key, number = value.lower().strip(".-'"), digits(value)
+        held = [(gap, spots) for words, gap in sentences
+                if (spots := [i for i, w in enumerate(words)
+                              if w.lower().strip(".-'") == key or digits(w) == number])]
+        if held and not any(len(gap) < 2 or min(gap[i] for i in spots) <= min(gap.values())
+                            for gap, spots in held):
             wrong.append(value)
     return wrong

@@ -36,11 +36,12 @@ log = logging.getLogger("mneme.flash")
 MiB = 1 << 20
 EXPERT = re.compile(r"_exps\.")                       # ffn_{gate,up,down}_exps: routed experts
 LAYER = re.compile(r"^blk\.(\d+)\.")
-AHEAD = 1                                             # layers read ahead of compute
+AHEAD = 1                                             # layers read ahead of compute, at the least
 # What compute may fault in itself past the reader's last look (it looks every 2 ms): a small
 # model computes a few layers in that time (LAG layers' tails, measured on the packaged model in
 # tests/test_flash.py); a large one is held back by the disk, which reads only a few MB in that
-# time (LAG_BYTES). Room for the lesser is kept in the window.
+# time (LAG_BYTES). Room for the lesser is kept in the window; the reader reads ahead into it
+# while compute stays behind (mneme.models.placement).
 LAG, LAG_BYTES = 3, 8 * MiB
 RUNTIME_BYTES = 64 * MiB  # llama.cpp's own beside its buffers: ~48 MB at load, ~19 MB more at first decode
 # Tokens per forward pass (llama.cpp's n_ubatch). Its activations grow with n_ubatch * n_head *
@@ -275,6 +276,11 @@ class Plan:
         return _window(self.streamed, self.readahead)
 
     @property
+    def ahead_bytes(self) -> int:
+        """Of the window, what the reader may hold: the layer computing and those read ahead."""
+        return _ahead(self.streamed)
+
+    @property
     def resident_bytes(self) -> int:
         """What the plan keeps in memory: the weights held resident, KV cache, working memory."""
         weights = self.file_size if self.mode == "resident" else \
@@ -291,22 +297,27 @@ class Plan:
 
 
 def _window(streamed: dict[int, list[Tensor]], readahead: int) -> int:
-    """Most streamed bytes in memory at once: the layer computing, AHEAD layers read ahead,
-    what compute may fault in before the reader drops what is behind (LAG, LAG_BYTES) and what
-    the kernel reads past the last page touched: a readahead window and the asynchronous one it
-    starts, twice *readahead* (compute catches the reader up at every token, and its faults must
-    read in large requests, so readahead stays on; measured in tests/test_flash.py)."""
+    """Most streamed bytes in memory at once: what the reader holds (``_ahead``) and what the
+    kernel reads past the last page compute touched when it faults beyond the reader: a readahead
+    window and the asynchronous one it starts, twice *readahead* (its faults must read in large
+    requests, so readahead stays on; measured in tests/test_flash.py)."""
+    return _ahead(streamed) + 2 * readahead if streamed else 0
+
+
+def _ahead(streamed: dict[int, list[Tensor]]) -> int:
+    """What the reader holds at most: the largest AHEAD + 1 consecutive layers' streamed bytes
+    (the layer computing and the next) and the lag (LAG, LAG_BYTES). It fills all of it, with
+    as many layers after compute's as fit."""
     if not streamed:
         return 0
-    layers = sorted(streamed)
-    sizes = [sum(t.size for t in streamed[i]) for i in layers]
+    sizes = [sum(t.size for t in streamed[i]) for i in sorted(streamed)]
 
     def most(n: int) -> int:
         n = min(len(sizes), n)
         ring = sizes + sizes[:n - 1]
         return max(sum(ring[i:i + n]) for i in range(len(sizes)))
 
-    return most(AHEAD + 1) + min(most(LAG), LAG_BYTES) + 2 * readahead
+    return most(AHEAD + 1) + min(most(LAG), LAG_BYTES)
 
 
 def resolve_budget(setting: str, meminfo: dict[str, int] | None = None) -> int:

@@ -11,9 +11,10 @@ chooses the mode:
   allows. The tails stream layer by layer: read ahead of compute and dropped behind it, so
   streamed pages never push pinned ones out. Per token that reads about the streamed bytes,
   (model - budget) plus a window of a few layers' tails. MoE: every tensor but the routed
-  experts is pinned; the experts share the rest of the budget as a cache that keeps the ones
-  in use (a token uses a few, known only once the router has run, and often the same again);
-  a cache that could not hold two tokens' experts is not made, and they stream like dense ones.
+  experts is pinned; the experts share the rest of the budget as a cache of the ones used
+  last (a token uses a few, known once the router has run, and often the same again): each
+  layer's routed experts are read the moment the router has chosen them, exactly those, and
+  the least recently used ones leave to make room.
 
 ``mneme.models.placement`` carries a plan out at run time. Nothing here imports llama_cpp.
 """
@@ -254,6 +255,7 @@ class Plan:
     n_ubatch: int = FILE_BACKED_UBATCH
     readahead: int = 0
     experts: list[Tensor] = field(default_factory=list)  # MoE: routed experts, held in a cache
+    sparse: list[Tensor] = field(default_factory=list)   # read a row per token (untied embedding)
     expert_room: int = 0                                 # ... of this many bytes
     n_expert: int = 0
     n_expert_used: int = 0
@@ -371,13 +373,15 @@ def make_plan(layout: Layout, budget: int, n_ctx: int, file_backed: bool = False
     plan = Plan("resident", budget, layout.file_size, kv, work, always_bytes, moe=layout.moe,
                 minimum_budget=minimum, readahead=layout.readahead, n_expert=layout.n_expert,
                 n_expert_used=layout.n_expert_used)
+    plan.sparse = [t for t in layout.tensors if t.kind == "sparse"]
     resident_work = layout.work_bytes(RESIDENT_UBATCH, n_ctx)
     if not file_backed and layout.file_size + kv + resident_work <= budget:
         plan.pinned, plan.work_bytes, plan.n_ubatch = list(layout.tensors), resident_work, RESIDENT_UBATCH
         return plan
     if budget < minimum:
         parts = "non-expert tensors" if layout.moe else "attention, norms and output"
-        held_text = "the experts two layers use" if layout.moe else f"{AHEAD + 1} streamed layers"
+        held_text = "every expert of one layer (a prompt pass may use them all)" if layout.moe \
+            else f"{AHEAD + 1} streamed layers"
         raise UserError(
             f"llm_memory_budget {fmt_bytes(budget)} is too small for {layout.path.name}: its "
             f"always-resident part ({parts}, {fmt_bytes(always_bytes)}), the KV cache for n_ctx "
@@ -386,15 +390,9 @@ def make_plan(layout: Layout, budget: int, n_ctx: int, file_backed: bool = False
             f"set llm_memory_budget to at least {-(-minimum // MiB)}M, lower n_ctx, "
             "or choose a smaller model")
     if layout.moe:
-        # A cache is kept a token's experts below its room; one smaller than two tokens' would
-        # drop nearly every expert at every look, and then the experts stream like dense
-        # tensors (a fixed share pinned, the rest dropped behind compute: measured 1.5x plain
-        # mmap at 0.5x where the cache gave 1.1x, and 0.8x at 0.75x where the cache gave 1.4x).
-        room = budget - always_bytes - kv - work
-        token = _token_experts(layered, layout.n_expert, layout.n_expert_used, layout.readahead)
-        if room >= min(2 * token, sum(t.size for t in layered)) or room < _window(streamed_all, layout.readahead):
-            plan.mode, plan.pinned, plan.experts, plan.expert_room = "file-backed", always, layered, room
-            return plan
+        plan.mode, plan.pinned, plan.experts = "file-backed", always, layered
+        plan.expert_room = budget - always_bytes - kv - work
+        return plan
     plan.mode = "file-backed"
     # Every layer streams at most the same number of bytes, the tail of its FFN tensors in file
     # order, cut at a page boundary, and pins the rest: the read-ahead window
@@ -459,11 +457,10 @@ def _token_experts(experts: list[Tensor], n_expert: int, n_used: int, readahead:
 
 
 def _expert_floor(layout: Layout, experts: dict[int, list[Tensor]]) -> int:
-    """The smallest expert cache: the experts one token uses in two layers (the one computing
-    and the next), with the kernel's readahead around them."""
-    n = max(1, layout.n_expert)
-    used = max((sum(t.size for t in ts) // n for ts in experts.values()), default=0)
-    return 2 * max(1, layout.n_expert_used) * used + 2 * layout.readahead
+    """The smallest expert cache: every expert of the largest layer. A token uses a few, but a
+    pass over a prompt's 128 tokens may route to all of them, and the layer computing keeps
+    what it uses."""
+    return max((sum(t.size for t in ts) for ts in experts.values()), default=0)
 
 
 def _cut(t: Tensor, end: int) -> tuple[Tensor | None, Tensor | None]:

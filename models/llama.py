@@ -128,25 +128,73 @@ def _llama():
 
 
 @contextlib.contextmanager
-def _model_params(**fields):
-    """llama-cpp-python's constructor has no argument for some model params (use_extra_bufts):
-    hand it defaults with those fields set while it builds its params."""
+def _default_params(model: dict, context: dict):
+    """llama-cpp-python's constructor has no argument for some params (the model's
+    use_extra_bufts, the context's cb_eval): hand it defaults with those fields set while it
+    builds its params."""
     from llama_cpp import llama_cpp as raw
 
-    original = raw.llama_model_default_params
+    def patch(original, fields):
+        def patched():
+            params = original()
+            for name, value in fields.items():
+                setattr(params, name, value)
+            return params
+        return patched
 
-    def patched():
-        params = original()
-        for name, value in fields.items():
-            setattr(params, name, value)
-        return params
-
+    names = {"llama_model_default_params": model, "llama_context_default_params": context}
     with _params_lock:
-        raw.llama_model_default_params = patched
+        saved = {name: getattr(raw, name) for name in names}
+        for name, fields in names.items():
+            setattr(raw, name, patch(saved[name], fields))
         try:
             yield
         finally:
-            raw.llama_model_default_params = original
+            for name, original in saved.items():
+                setattr(raw, name, original)
+
+
+def _router_callback(placement, n_used: int):
+    """A ggml eval callback that asks for each MoE layer's router choice (the ``ffn_moe_topk-N``
+    node llama.cpp names in every MoE graph: expert ids, *n_used* per token) and hands it to
+    ``placement.route`` before the layer's experts are computed. Asking splits the graph there,
+    once per MoE layer; every other node is not asked for. It never stops compute: an error is
+    logged and compute goes on."""
+    import llama_cpp
+
+    lib = Path(llama_cpp.llama_cpp._lib._name).parent
+
+    def load(stem: str):
+        for name in (f"{stem}.so", f"{stem}.dylib", f"{stem}.dll"):
+            if (lib / name).exists():
+                return ctypes.CDLL(str(lib / name))
+        return ctypes.CDLL(next(str(p) for p in sorted(lib.glob(f"{stem}*"))))
+
+    base, cpu = load("libggml-base"), load("libggml-cpu")
+    base.ggml_get_name.restype, base.ggml_get_name.argtypes = ctypes.c_char_p, [ctypes.c_void_p]
+    base.ggml_nelements.restype, base.ggml_nelements.argtypes = ctypes.c_int64, [ctypes.c_void_p]
+    get = cpu.ggml_get_i32_nd
+    get.restype, get.argtypes = ctypes.c_int32, [ctypes.c_void_p] + [ctypes.c_int] * 4
+    prefix, k = b"ffn_moe_topk-", max(1, n_used)
+    failed = []
+
+    def cb(t, ask, _data):
+        name = base.ggml_get_name(t)
+        if not name.startswith(prefix):
+            return not ask  # not asked for (and never called after compute)
+        if ask:
+            return True
+        try:
+            n = base.ggml_nelements(t)
+            placement.route(int(name[len(prefix):]), {get(t, i % k, i // k, 0, 0) for i in range(n)})
+        except Exception:  # noqa: BLE001 - returning False would stop the pass half done
+            if not failed:
+                failed.append(True)
+                log.warning("reading the router's choice failed; experts are read as compute "
+                            "faults them", exc_info=True)
+        return True
+
+    return llama_cpp.ggml_backend_sched_eval_callback(cb)
 
 
 class LlamaLLM:
@@ -179,8 +227,12 @@ class LlamaLLM:
         prefetch = placement.NoPrefetch(llama_cpp.llama_cpp._lib._name) if self.placement is not None \
             else contextlib.nullcontext()  # plain mmap keeps llama.cpp's own loading
         self.lookup = Lookup() if (self.placement is not None if lookup is None else lookup) else None
+        # MoE with the policy: each layer's experts are read once its router has chosen them.
+        self._router = _router_callback(self.placement, self.plan.n_expert_used) \
+            if self.placement is not None and self.plan.experts else None
         try:
-            with prefetch, _model_params(use_extra_bufts=self.extra_bufts):
+            with prefetch, _default_params({"use_extra_bufts": self.extra_bufts},
+                                           {"cb_eval": self._router} if self._router else {}):
                 self._llm = _llama()(
                     str(self.path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
                     n_batch=self.plan.n_ubatch, n_ubatch=self.plan.n_ubatch, use_mmap=True,

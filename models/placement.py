@@ -15,6 +15,7 @@ import os
 import queue
 import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 
 from mneme.models.flash import AHEAD, MiB, PAGE, Plan, Tensor
@@ -35,7 +36,7 @@ _libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 _libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 _libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
 MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0x8000)
-MADV_WILLNEED, MADV_DONTNEED = 3, 4
+MADV_RANDOM, MADV_WILLNEED, MADV_DONTNEED = 1, 3, 4
 
 
 def _ranges(tensors: list[Tensor], file_size: int) -> list[tuple[int, int]]:
@@ -255,6 +256,19 @@ class Placement:
                                        self.pinned_ranges) for i, ts in plan.streamed.items()}
         self.layers = sorted(self.layer_ranges)
         self.units = _expert_units(plan, size, self.pinned_ranges)
+        self.sparse_ranges = _minus(_ranges(plan.sparse, size), self.pinned_ranges)
+        # Routed experts, when the router's choice is seen (``route``): unit of (layer, expert
+        # 0) by layer, each layer's expert tensors' pages, the units held, least recently used
+        # first, and their bytes.
+        expert_layers = sorted({t.layer for t in plan.experts})
+        self._first_unit = {layer: i * max(1, plan.n_expert) for i, layer in enumerate(expert_layers)}
+        self._expert_pages = {layer: _minus(_ranges([t for t in plan.experts if t.layer == layer], size),
+                                            self.pinned_ranges) for layer in expert_layers}
+        self._unit_bytes = [sum(n for _, n in unit) for unit in self.units]
+        self._held: OrderedDict[int, None] = OrderedDict()
+        self._held_bytes = 0
+        self._random: set[int] = set()
+        self.routed = 0               # router choices acted on
         self._hand = 0
         self._stuck = [0] * len(self.units)  # bytes of each expert its last drop left
         self._next_trim = 0.0
@@ -316,6 +330,14 @@ class Placement:
             self._drop(i)
         for unit in self.units:
             self._evict(unit)
+        # A row of the token embedding is read per token: the page it is on, not the 8 MiB the
+        # kernel would read around it (other tensors' pages, which the plan does not count:
+        # routed experts the cache did not choose, a dense model's next layers), and the rows
+        # go after each pass (``_run``), so they do not pile up outside the budget.
+        self._evict(self.sparse_ranges)
+        if self._llama_addr is not None:
+            for start, length in self.sparse_ranges:
+                _libc.madvise(ctypes.c_void_p(self._llama_addr + start), ctypes.c_size_t(length), MADV_RANDOM)
         # The header (metadata, vocabulary) llama.cpp has read and copied: out of the page cache.
         header = min((t.offset for t in self.plan.pinned), default=0) // PAGE * PAGE
         if header:
@@ -402,8 +424,10 @@ class Placement:
                     self._move_to(min(self.n_layer - 1, self._count() * self.n_layer // self.nodes))
                     self._ended.wait(self.POLL)
             self._move_to(0)  # the next token starts at the first layer
-            if self.units and msg == "follow":
-                self._trim()
+            if msg == "follow":
+                self._evict(self.sparse_ranges)
+                if self.units:
+                    self._trim()
 
     def settle(self, wait: bool = True) -> None:
         """After an answer: the expert cache (MoE) is brought within its room now, not at the
@@ -452,8 +476,43 @@ class Placement:
         for start, length in unit:
             os.posix_fadvise(self.fd, start, length, os.POSIX_FADV_DONTNEED)
 
+    def route(self, layer: int, experts) -> None:
+        """The router of *layer* has chosen *experts* (ids, any repeats) for the pass computing
+        now; called on compute's thread before it reads them. Those not held are read at once,
+        in one request each (the kernel reads them while compute waits on the first pages), and
+        the least recently used are dropped while the held ones exceed the plan's expert room
+        (never the layer's own). Compute's faults on this layer's experts read no further than
+        the page (``MADV_RANDOM``): what is read is exactly what the router chose. A model whose
+        router is never seen keeps the kernel's readahead and the look of ``_trim``."""
+        first = self._first_unit.get(layer)
+        if first is None:
+            return
+        if layer not in self._random and self._llama_addr is not None:
+            for start, length in self._expert_pages[layer]:
+                _libc.madvise(ctypes.c_void_p(self._llama_addr + start), ctypes.c_size_t(length), MADV_RANDOM)
+            self._random.add(layer)
+        n = max(1, self.plan.n_expert)
+        wanted = {first + e for e in experts if 0 <= e < n}
+        for u in wanted:
+            if u in self._held:
+                self._held.move_to_end(u)
+                continue
+            for start, length in self.units[u]:
+                os.posix_fadvise(self.fd, start, length, os.POSIX_FADV_WILLNEED)
+            self._held[u] = None
+            self._held_bytes += self._unit_bytes[u]
+        while self._held_bytes > self.plan.expert_room:
+            u = next(iter(self._held))
+            if u in wanted:
+                break
+            del self._held[u]
+            self._held_bytes -= self._unit_bytes[u]
+            self._evict(self.units[u])
+            self.evicted += 1
+        self.routed += 1
+
     def _trim(self) -> None:
-        """MoE, after a pass: the experts in the page cache are held within the plan's expert
+        """MoE whose router is not seen (``route``), after a pass: the experts in the page cache are held within the plan's expert
         room, less what one token may add (its experts in every layer, and readahead), by
         CLOCK: going round the experts, one touched since the hand last passed it is unmapped
         and kept (a second chance), an untouched one is dropped. Experts used again and again
@@ -463,7 +522,7 @@ class Placement:
         every expert). Pages the kernel keeps in a large folio shared with a pinned page cannot
         be dropped and are not tried again."""
         now = time.monotonic()
-        if now < self._next_trim:
+        if now < self._next_trim or self.routed:
             return
         resident = self._resident()
         total = sum(resident)

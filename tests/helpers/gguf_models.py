@@ -90,5 +90,12 @@ def write_llama(path: str | os.PathLike[str], *, n_layer: int, n_embd: int, n_ff
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
+    # On disk before it is used: the page cache cannot drop dirty pages, and the flash tests
+    # measure what it holds of the file.
+    fd = os.open(part, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     os.replace(part, path)
     return path

@@ -412,9 +412,9 @@ class Placement:
             if isinstance(msg, threading.Event):  # settle(): a look at the expert cache now
                 self._next_trim = 0.0
                 if self.units:
-                    # Every expert is tried again: pages a look found still being read (the
-                    # kernel's readahead behind compute's last faults) could not be dropped then
-                    # and were taken for pages it cannot drop (a folio shared with a pinned page).
+                    # Every expert is tried again: pages a look could not drop for a while
+                    # (being read, or dirty in a file just written) were taken for pages it can
+                    # never drop (a folio shared with a pinned page).
                     self._stuck = [0] * len(self.units)
                     self._trim()
                 msg.set()

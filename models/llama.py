@@ -154,9 +154,9 @@ def _default_params(model: dict, context: dict):
                 setattr(raw, name, original)
 
 
-def _router_callback(placement, n_used: int):
+def _router_callback(placement):
     """A ggml eval callback that asks for each MoE layer's router choice (the ``ffn_moe_topk-N``
-    node llama.cpp names in every MoE graph: expert ids, *n_used* per token) and hands it to
+    node llama.cpp names in every MoE graph: a row of expert ids per token) and hands it to
     ``placement.route`` before the layer's experts are computed. Asking splits the graph there,
     once per MoE layer; every other node is not asked for. It never stops compute: an error is
     logged and compute goes on."""
@@ -172,10 +172,11 @@ def _router_callback(placement, n_used: int):
 
     base, cpu = load("libggml-base"), load("libggml-cpu")
     base.ggml_get_name.restype, base.ggml_get_name.argtypes = ctypes.c_char_p, [ctypes.c_void_p]
-    base.ggml_nelements.restype, base.ggml_nelements.argtypes = ctypes.c_int64, [ctypes.c_void_p]
+    for fn in (base.ggml_nelements, base.ggml_nrows):
+        fn.restype, fn.argtypes = ctypes.c_int64, [ctypes.c_void_p]
     get = cpu.ggml_get_i32_nd
     get.restype, get.argtypes = ctypes.c_int32, [ctypes.c_void_p] + [ctypes.c_int] * 4
-    prefix, k = b"ffn_moe_topk-", max(1, n_used)
+    prefix = b"ffn_moe_topk-"
     failed = []
 
     def cb(t, ask, _data):
@@ -185,8 +186,9 @@ def _router_callback(placement, n_used: int):
         if ask:
             return True
         try:
-            n = base.ggml_nelements(t)
-            placement.route(int(name[len(prefix):]), {get(t, i % k, i // k, 0, 0) for i in range(n)})
+            rows = base.ggml_nrows(t)  # tokens of the pass; a row holds each one's expert ids
+            k = base.ggml_nelements(t) // max(1, rows)
+            placement.route(int(name[len(prefix):]), {get(t, i, j, 0, 0) for j in range(rows) for i in range(k)})
         except Exception:  # noqa: BLE001 - returning False would stop the pass half done
             if not failed:
                 failed.append(True)
@@ -228,7 +230,7 @@ class LlamaLLM:
             else contextlib.nullcontext()  # plain mmap keeps llama.cpp's own loading
         self.lookup = Lookup() if (self.placement is not None if lookup is None else lookup) else None
         # MoE with the policy: each layer's experts are read once its router has chosen them.
-        self._router = _router_callback(self.placement, self.plan.n_expert_used) \
+        self._router = _router_callback(self.placement) \
             if self.placement is not None and self.plan.experts else None
         try:
             with prefetch, _default_params({"use_extra_bufts": self.extra_bufts},

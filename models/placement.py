@@ -235,11 +235,9 @@ class Placement:
     ours, so the node count is read with ``sem_getvalue``; nodes per graph are learned from the
     previous decode. ``close()`` unlocks and unmaps."""
 
-    # Seconds between looks at the node count. 0.5 ms was 8-10 % faster at a 1.0x dense budget
-    # (BENCHMARKS.md, "Flash offload", 2026-12-04), but a clean-clone CI run with it once failed
-    # the MoE cache bound (test_a_moe_model_decodes_the_same_with_its_experts_held_in_a_bounded_cache,
-    # 102 MB cached for 58 MB of room), not reproduced in eight runs after: kept at 2 ms until that is
-    # understood.
+    # Seconds between looks at the node count. With the reads queued ahead of compute (a look
+    # only moves the window on) 2 ms is enough; the one CI failure seen with 0.5 ms looks was the
+    # test's model file still dirty in the page cache (BENCHMARKS.md, "Fifth look").
     POLL = 0.002
 
     def __init__(self, plan: Plan, path: Path, n_layer: int):
@@ -249,11 +247,6 @@ class Placement:
         self.pinned_ranges = _ranges(plan.pinned, size)
         self.layer_ranges = {i: _minus(_ranges(ts, size), self.pinned_ranges)
                              for i, ts in plan.streamed.items()}
-        # Routed experts are not read ahead: a token uses a few of them, and which is known only
-        # once the router has run; compute faults in the ones it uses, and they are dropped
-        # behind like the rest. Dense tensors are read ahead whole.
-        self.ahead_ranges = {i: _minus(_ranges([t for t in ts if t.kind != "expert"], size),
-                                       self.pinned_ranges) for i, ts in plan.streamed.items()}
         self.layers = sorted(self.layer_ranges)
         self.units = _expert_units(plan, size, self.pinned_ranges)
         self.sparse_ranges = _minus(_ranges(plan.sparse, size), self.pinned_ranges)
@@ -288,8 +281,7 @@ class Placement:
         self._ahead: set[int] = set()
         self._current = -1
         self.layer_events = 0  # layer changes seen while following compute
-        # What a layer may hold while kept (all its streamed bytes: compute may fault in routed
-        # experts that are not read ahead), and what the reader may keep at once.
+        # Each streamed layer's bytes, and what the reader may hold at once.
         self._sizes = {i: sum(n for _, n in r) for i, r in self.layer_ranges.items()}
         self.room = plan.ahead_bytes
         self._buf = bytearray(4 * MiB)
@@ -342,10 +334,10 @@ class Placement:
         header = min((t.offset for t in self.plan.pinned), default=0) // PAGE * PAGE
         if header:
             os.posix_fadvise(self.fd, 0, header, os.POSIX_FADV_DONTNEED)
-        # Kernel readahead stays on around streamed pages: compute runs far faster than storage
-        # and catches the reader up at every token, and its faults must then read in large
-        # requests. With MADV_RANDOM each fault read one 4 KiB page (0.5x budget: 0.07 tok/s
-        # against 1.01 with readahead, the same bytes read per token).
+        # Kernel readahead stays on around streamed pages: compute runs far faster than storage,
+        # and where it catches the reader up its faults must read in large requests. With
+        # MADV_RANDOM each fault read one 4 KiB page (0.5x budget: 0.07 tok/s against 1.01 with
+        # readahead, the same bytes read per token; third round, when the reader lagged).
         self._thread.start()
         self._queue.put("next")
 
@@ -368,7 +360,7 @@ class Placement:
         """Queue the reads of *layer*'s ranges: the kernel reads them asynchronously into the page
         cache, and compute, when it gets there, maps them with minor faults or waits for the read
         already under way (no second read)."""
-        for start, length in self.ahead_ranges.get(layer, ()):
+        for start, length in self.layer_ranges.get(layer, ()):
             os.posix_fadvise(self.fd, start, length, os.POSIX_FADV_WILLNEED)
 
     def _drop(self, layer: int) -> None:

@@ -1,7 +1,7 @@
 # make run   — set everything up (system packages, .venv, the default model) and start Mneme
 # make test  — the same set-up, then the whole test suite
 # make bench — benchmarks; figures go into BENCHMARKS.md by hand, with date and machine
-# make bench-flash — plain mmap vs the flash-offload policy under cgroup memory limits (root)
+# make bench-flash — plain mmap vs the flash-offload policy under cgroup memory limits (root), dense and MoE
 SHELL := /bin/bash
 VENV  := .venv
 PY    := $(VENV)/bin/python
@@ -34,6 +34,7 @@ bench: system venv model
 
 bench-flash: system venv model
 	$(PY) tests/bench/flash_bench.py $(FLASH_ARGS)
+	$(PY) tests/bench/flash_bench.py --moe $(FLASH_ARGS)
 
 screenshots: system venv model
 	MNEME_SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots $(PY) -m pytest -p no:cacheprovider tests/test_gui_x11.py -k screenshots

@@ -368,7 +368,7 @@ def make_plan(layout: Layout, budget: int, n_ctx: int, file_backed: bool = False
     streamed_all: dict[int, list[Tensor]] = {}
     for t in layered:
         streamed_all.setdefault(t.layer, []).append(t)
-    held = _expert_floor(layout, streamed_all) if layout.moe else _window(streamed_all, layout.readahead)
+    held = _expert_floor(streamed_all) if layout.moe else _window(streamed_all, layout.readahead)
     minimum = always_bytes + kv + work + held
     plan = Plan("resident", budget, layout.file_size, kv, work, always_bytes, moe=layout.moe,
                 minimum_budget=minimum, readahead=layout.readahead, n_expert=layout.n_expert,
@@ -456,7 +456,7 @@ def _token_experts(experts: list[Tensor], n_expert: int, n_used: int, readahead:
     return max(1, n_used) * sum(t.size for t in experts) // max(1, n_expert) + 2 * readahead
 
 
-def _expert_floor(layout: Layout, experts: dict[int, list[Tensor]]) -> int:
+def _expert_floor(experts: dict[int, list[Tensor]]) -> int:
     """The smallest expert cache: every expert of the largest layer. A token uses a few, but a
     pass over a prompt's 128 tokens may route to all of them, and the layer computing keeps
     what it uses."""

@@ -245,18 +245,21 @@ class Placement:
         self.fd = os.open(self.path, os.O_RDONLY)
         size = plan.file_size
         self.pinned_ranges = _ranges(plan.pinned, size)
-        self.layer_ranges = {i: _minus(_ranges(ts, size), self.pinned_ranges)
-                             for i, ts in plan.streamed.items()}
+
+        def unpinned(tensors: list[Tensor]) -> list[tuple[int, int]]:
+            return _minus(_ranges(tensors, size), self.pinned_ranges)
+
+        self.layer_ranges = {i: unpinned(ts) for i, ts in plan.streamed.items()}
         self.layers = sorted(self.layer_ranges)
         self.units = _expert_units(plan, size, self.pinned_ranges)
-        self.sparse_ranges = _minus(_ranges(plan.sparse, size), self.pinned_ranges)
+        self.sparse_ranges = unpinned(plan.sparse)
         # Routed experts, when the router's choice is seen (``route``): unit of (layer, expert
         # 0) by layer, each layer's expert tensors' pages, the units held, least recently used
         # first, and their bytes.
         expert_layers = sorted({t.layer for t in plan.experts})
         self._first_unit = {layer: i * max(1, plan.n_expert) for i, layer in enumerate(expert_layers)}
-        self._expert_pages = {layer: _minus(_ranges([t for t in plan.experts if t.layer == layer], size),
-                                            self.pinned_ranges) for layer in expert_layers}
+        self._expert_pages = {layer: unpinned([t for t in plan.experts if t.layer == layer])
+                              for layer in expert_layers}
         self._unit_bytes = [sum(n for _, n in unit) for unit in self.units]
         self._held: OrderedDict[int, None] = OrderedDict()
         self._held_bytes = 0
@@ -327,9 +330,7 @@ class Placement:
         # routed experts the cache did not choose, a dense model's next layers), and the rows
         # go after each pass (``_run``), so they do not pile up outside the budget.
         self._evict(self.sparse_ranges)
-        if self._llama_addr is not None:
-            for start, length in self.sparse_ranges:
-                _libc.madvise(ctypes.c_void_p(self._llama_addr + start), ctypes.c_size_t(length), MADV_RANDOM)
+        self._advise(self.sparse_ranges, MADV_RANDOM)
         # The header (metadata, vocabulary) llama.cpp has read and copied: out of the page cache.
         header = min((t.offset for t in self.plan.pinned), default=0) // PAGE * PAGE
         if header:
@@ -456,15 +457,15 @@ class Placement:
                 return True
         return False
 
-    def _unmap(self, unit: list[tuple[int, int]]) -> None:
+    def _advise(self, ranges: list[tuple[int, int]], advice: int) -> None:
+        """``madvise`` *ranges* (file offsets) of llama.cpp's mapping, when it was found."""
         if self._llama_addr is not None:
-            for start, length in unit:
-                _libc.madvise(ctypes.c_void_p(self._llama_addr + start), ctypes.c_size_t(length),
-                              MADV_DONTNEED)
+            for start, length in ranges:
+                _libc.madvise(ctypes.c_void_p(self._llama_addr + start), ctypes.c_size_t(length), advice)
 
     def _evict(self, unit) -> None:
         """Out of llama.cpp's mapping and out of the page cache: the ranges *unit*."""
-        self._unmap(unit)
+        self._advise(unit, MADV_DONTNEED)
         for start, length in unit:
             os.posix_fadvise(self.fd, start, length, os.POSIX_FADV_DONTNEED)
 
@@ -480,8 +481,7 @@ class Placement:
         if first is None:
             return
         if layer not in self._random and self._llama_addr is not None:
-            for start, length in self._expert_pages[layer]:
-                _libc.madvise(ctypes.c_void_p(self._llama_addr + start), ctypes.c_size_t(length), MADV_RANDOM)
+            self._advise(self._expert_pages[layer], MADV_RANDOM)
             self._random.add(layer)
         n = max(1, self.plan.n_expert)
         wanted = {first + e for e in experts if 0 <= e < n}
@@ -525,7 +525,7 @@ class Placement:
             if resident[i] <= self._stuck[i]:
                 continue
             if self._referenced(self.units[i]):
-                self._unmap(self.units[i])
+                self._advise(self.units[i], MADV_DONTNEED)
                 continue
             self._evict(self.units[i])
             self._stuck[i] = self._resident([self.units[i]])[0]

@@ -1,7 +1,8 @@
 # make run   — set everything up (system packages, .venv, the default model) and start Mneme
 # make test  — the same set-up, then the whole test suite
 # make bench — benchmarks; figures go into BENCHMARKS.md by hand, with date and machine
-# make bench-flash — plain mmap vs the flash-offload policy under cgroup memory limits (root), dense and MoE
+# make bench-flash — plain mmap vs the flash-offload policy under cgroup memory limits (root): random
+#                    dense and MoE models, and a real one answering Mneme's prompt
 SHELL := /bin/bash
 VENV  := .venv
 PY    := $(VENV)/bin/python
@@ -35,6 +36,7 @@ bench: system venv model
 bench-flash: system venv model
 	$(PY) tests/bench/flash_bench.py $(FLASH_ARGS)
 	$(PY) tests/bench/flash_bench.py --moe $(FLASH_ARGS)
+	$(PY) tests/bench/flash_bench.py --real --prompt answer --ctx 2048 --tokens 48 --modes plain,policy,mneme $(FLASH_ARGS)
 
 screenshots: system venv model
 	MNEME_SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots $(PY) -m pytest -p no:cacheprovider tests/test_gui_x11.py -k screenshots

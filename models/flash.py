@@ -6,9 +6,9 @@ chooses the mode:
 - ``resident``: model + KV cache + working memory fit the budget; llama.cpp's defaults (mmap with
   its whole-file prefetch, CPU weight repacking) are kept, they are the fastest.
 - ``file-backed``: the weights stay in the page cache of the file, repacking off, the whole-file
-  prefetch off. Dense: the always-used tensors are pinned (attention, norms, output), and of each
-  layer's FFN tensors all but an equal tail, cut at a page boundary, as large as the budget
-  allows. The tails stream layer by layer: read ahead of compute and dropped behind it, so
+  prefetch off. Dense: the tensors outside the layers are pinned (norms, output), and of each
+  layer's weight matrices (attention and FFN) all but an equal tail, cut at a page boundary, as
+  large as the budget allows. The tails stream layer by layer: read ahead of compute and dropped behind it, so
   streamed pages never push pinned ones out. Per token that reads about the streamed bytes,
   (model - budget) plus a window of a few layers' tails. MoE: every tensor but the routed
   experts is pinned; the experts share the rest of the budget as a cache of the ones used
@@ -71,7 +71,8 @@ class Tensor:
     offset: int      # absolute, in the file
     size: int
     layer: int | None
-    kind: str        # "always", "ffn" (dense, per layer), "expert" (MoE, per layer), "sparse" (rows)
+    kind: str        # "always", "layer" (a layer's attention or FFN matrix), "expert" (MoE, per
+                     # layer), "sparse" (rows)
 
 
 @dataclass(frozen=True)
@@ -125,9 +126,12 @@ def _classify(name: str, tied: bool) -> tuple[int | None, str]:
         return layer, "expert"
     if name.startswith("token_embd."):
         return None, "always" if tied else "sparse"  # untied: one row read per token
-    if layer is not None and ".ffn_" in name and "norm" not in name and "_inp" not in name \
-            and "_shexp" not in name:
-        return layer, "ffn"
+    # A layer's weight matrices: read once per pass, in the layer's turn, so a dense plan can
+    # stream them. Attention is among them: pinning it (the first rounds) put a floor under the
+    # budget that a 1.5B model's 0.5x budget could not meet (BENCHMARKS.md, "Sixth look").
+    if layer is not None and (".ffn_" in name or ".attn_" in name) and name.endswith(".weight") \
+            and "norm" not in name and "_inp" not in name and "_shexp" not in name:
+        return layer, "layer"
     return layer, "always"
 
 
@@ -360,11 +364,12 @@ def make_plan(layout: Layout, budget: int, n_ctx: int, file_backed: bool = False
     """The mode and the pinned and streamed tensors for *budget* bytes; refuses a budget that
     cannot hold the always-resident part, the KV cache and working memory."""
     kv, work = layout.kv_bytes(n_ctx), layout.work_bytes(FILE_BACKED_UBATCH, n_ctx)
-    # MoE: every tensor but the routed experts is pinned (a dense FFN layer among them too);
-    # the experts share what is left, as a cache (mneme.models.placement keeps the ones in use).
-    always = [t for t in layout.tensors if t.kind == "always" or (layout.moe and t.kind == "ffn")]
+    # MoE: every tensor but the routed experts is pinned (attention and a dense FFN layer among
+    # them); the experts share what is left, as a cache (mneme.models.placement keeps the ones
+    # in use).
+    always = [t for t in layout.tensors if t.kind == "always" or (layout.moe and t.kind == "layer")]
     always_bytes = sum(t.size for t in always)
-    layered = [t for t in layout.tensors if t.kind == ("expert" if layout.moe else "ffn")]
+    layered = [t for t in layout.tensors if t.kind == ("expert" if layout.moe else "layer")]
     streamed_all: dict[int, list[Tensor]] = {}
     for t in layered:
         streamed_all.setdefault(t.layer, []).append(t)
@@ -379,7 +384,7 @@ def make_plan(layout: Layout, budget: int, n_ctx: int, file_backed: bool = False
         plan.pinned, plan.work_bytes, plan.n_ubatch = list(layout.tensors), resident_work, RESIDENT_UBATCH
         return plan
     if budget < minimum:
-        parts = "non-expert tensors" if layout.moe else "attention, norms and output"
+        parts = "non-expert tensors" if layout.moe else "norms and output"
         held_text = "every expert of one layer (a prompt pass may use them all)" if layout.moe \
             else f"{AHEAD + 1} streamed layers"
         raise UserError(
@@ -394,7 +399,7 @@ def make_plan(layout: Layout, budget: int, n_ctx: int, file_backed: bool = False
         plan.expert_room = budget - always_bytes - kv - work
         return plan
     plan.mode = "file-backed"
-    # Every layer streams at most the same number of bytes, the tail of its FFN tensors in file
+    # Every layer streams at most the same number of bytes, the tail of its matrices in file
     # order, cut at a page boundary, and pins the rest: the read-ahead window
     # (AHEAD + 1 layers' streamed bytes and the lag) is then the smallest it can be, so the most is pinned
     # and the least read per token. The smallest cap that fits is found by bisection.

@@ -207,7 +207,7 @@ class LlamaLLM:
         """*budget*: bytes, or a setting like "1.5G", "50%", "auto". *low_memory* forces the
         file-backed mode; *policy* False keeps it plain mmap (pages left to the kernel).
         *lookup*: verify prompt-lookup guesses several tokens per forward pass; by default on
-        exactly when the policy streams a dense model's weights (a pass then costs about the
+        exactly when the policy streams some of a dense model's weights (a pass then costs about the
         same for one token as for ten, as reading the streamed weights dominates it), off when
         resident (there compute dominates and rejected guesses cost time) and for a MoE model's
         expert cache (every guessed token routes to experts of its own, read for the pass:
@@ -231,7 +231,10 @@ class LlamaLLM:
             if not resident and policy else None
         prefetch = placement.NoPrefetch(llama_cpp.llama_cpp._lib._name) if self.placement is not None \
             else contextlib.nullcontext()  # plain mmap keeps llama.cpp's own loading
-        streams = self.placement is not None and not self.plan.experts
+        # (A plan that pins every weight, as a budget a little short of resident does, streams
+        # nothing: there compute dominates too. Qwen2.5-Coder 1.5B at 1.25x: 8.37 tok/s with
+        # lookup against 23.34 without; BENCHMARKS.md, "Sixth look".)
+        streams = self.placement is not None and bool(self.plan.streamed)
         self.lookup = Lookup() if (streams if lookup is None else lookup) else None
         # MoE with the policy: each layer's experts are read once its router has chosen them.
         self._router = _router_callback(self.placement) \

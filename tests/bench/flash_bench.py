@@ -69,18 +69,33 @@ if prompt_kind == "ids":
         llm.lookup.start()
     for part in llm._llm.create_completion(list(range(100, 108)), max_tokens=tokens, temperature=0.0, top_k=1, stream=True):
         pass
+    spans = [(0, len(stamps) - 1)]
 else:
-    question = ANSWER_QUESTIONS[int(prompt_kind[len("answer"):] or 0)]
-    prompt = llm.prompt(INSTRUCTIONS, ANSWER_CONTEXT, question)
-    text = "".join(llm.stream(prompt, tokens, threading.Event()))
-n = len(stamps) - 1
+    if prompt_kind.startswith("file:"):  # (context, question) pairs, answered one after another
+        with open(prompt_kind[len("file:"):]) as f:
+            asked = [(r["context"], r["question"]) for r in map(json.loads, f)]
+    else:
+        asked = [(ANSWER_CONTEXT, ANSWER_QUESTIONS[int(prompt_kind[len("answer"):] or 0)])]
+    texts, spans = [], []  # each answer's decode: its first and last token's stamp and read count
+    for context, question in asked:
+        first = len(stamps)
+        texts.append("".join(llm.stream(llm.prompt(INSTRUCTIONS, context, question), tokens,
+                                        threading.Event())))
+        spans.append((first, len(stamps) - 1))
+    text = "\n".join(texts)
+# Decode speed over every answer: tokens after each one's first, over the time they took.
+spans = [(a, b) for a, b in spans if b > a]
+n = sum(b - a for a, b in spans)
+decode_s = sum(stamps[b] - stamps[a] for a, b in spans)
+read = sum(reads[b] - reads[a] for a, b in spans)
 status = llm.memory_status()
 llm.close()
 out = {"mode": {"plain": "plain mmap", "policy": status["mode"] + ", no lookup"}.get(mode, status["mode"]),
-       "load_s": load, "ttft_s": stamps[0] - t1, "tok_s": n / (stamps[-1] - stamps[0]) if n else None,
-       "tokens": n, "read_per_token": (reads[-1] - reads[0]) / n if n else None,
+       "load_s": load, "ttft_s": stamps[0] - t1, "tok_s": n / decode_s if n else None,
+       "tokens": n, "read_per_token": read / n if n else None, "answers": len(spans),
        "peak_rss": rss("VmHWM:"), "base_rss": base, "pinned_bytes": status["pinned_bytes"],
-       "locked": status["pinned_locked"], "prefetch_off": status["prefetch_off"], "text": text[:200]}
+       "locked": status["pinned_locked"], "prefetch_off": status["prefetch_off"],
+       "text": text if prompt_kind.startswith("file:") else text[:200]}
 if status.get("lookup"):
     out.update(guessed=status["guessed"], passes=status["verify_passes"], accepted=status["accepted"])
 print(json.dumps(out))
@@ -229,6 +244,9 @@ def main(argv=None) -> int:
     ap.add_argument("--prompt", choices=("ids", "answer"), default="ids",
                     help="ids: 8 token ids, n_ctx 512 (any model, text or not); answer: Mneme's "
                          "ask prompt with six excerpts through LlamaLLM.stream, n_ctx 4096")
+    ap.add_argument("--prompts", type=Path,
+                    help="with --prompt answer: a JSONL file of {\"context\", \"question\"} (excerpts as "
+                         "core/assistant.py packs them), all answered in each run, one after another")
     ap.add_argument("--ctx", type=int, default=0,
                     help="n_ctx for both modes (default: 512 for ids, 4096 for answer; the answer "
                          "prompt is ~700 tokens, so 2048 holds it and its answer)")
@@ -247,7 +265,8 @@ def main(argv=None) -> int:
         runs: dict[str, list[dict]] = {m: [] for m in args.modes.split(",")}
         for i in range(args.runs):
             for mode in args.modes.split(","):
-                prompt = args.prompt if args.prompt == "ids" else f"answer{i % len(ANSWER_QUESTIONS)}"
+                prompt = args.prompt if args.prompt == "ids" else f"file:{args.prompts.resolve()}" \
+                    if args.prompts else f"answer{i % len(ANSWER_QUESTIONS)}"
                 r = run_one(mode, model, limit, args.tokens, prompt, args.ctx)
                 r.update(share=share, limit=limit, run=i)
                 runs[mode].append(r)

@@ -62,9 +62,9 @@ STOPS = ["\n", "](", "] (", "</memory>", "<memory>", "Question:", "Excerpts:", "
 _DATA = "\x00data\x00"
 # Prompt lookup pays when a pass's reading outweighs its compute. Qwen2.5-Coder 1.5B answering
 # Mneme's prompt (BENCHMARKS.md, "Sixth look"): a budget a little short of resident pins every
-# weight and streams nothing, and lookup ran 8.37 tok/s against 23.34 without (1.25x); 15 % of
-# the weights streamed (1.0x), 5.77 against 7.94 over twelve answers; 42 % (0.75x), 3.61 against 2.50;
-# 70 % (0.5x), 3.27 against 1.77.
+# weight and streams nothing, and lookup ran 8.37 tok/s against plain mmap's 23.71 (1.25x); with
+# 15 % of the weights streamed (1.0x), 5.77 against 7.94 without lookup over twelve answers; 42 %
+# (0.75x), 3.61 against 2.50; 70 % (0.5x), 3.27 against 1.77.
 LOOKUP_STREAMED = 1 / 3
 
 
@@ -216,10 +216,10 @@ class LlamaLLM:
         exactly when the policy streams at least LOOKUP_STREAMED of a dense model's weights (a
         pass then costs about the same for one token as for ten, as reading the streamed weights
         dominates it), off when less streams or it is resident (there compute dominates and
-        rejected guesses cost time) and for a MoE model's
-        expert cache (every guessed token routes to experts of its own, read for the pass:
-        random Q8_0 Mixtral at 0.5x, 4.09 tok/s and 293 MB read a token with lookup, 3 % of 37
-        guesses accepted, against 8.03 and 122 MB without; BENCHMARKS.md, "Fifth look")."""
+        rejected guesses cost time) and for a MoE model's expert cache (every guessed token
+        routes to experts of its own, read for the pass: random Q8_0 Mixtral at 0.5x, 4.09 tok/s
+        and 293 MB read a token with lookup, 3 % of 37 guesses accepted, against 8.03 and 122 MB
+        without; BENCHMARKS.md, "Fifth look")."""
         import llama_cpp
 
         from mneme.models import flash, placement

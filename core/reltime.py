@@ -100,7 +100,9 @@ def resolve(text: str, said_at: float | datetime) -> str:
             if groups.get("wd") and (groups.get("which") or "on").lower() == "on":
                 return m.group(0)  # "on Tuesday" may be the last one or the next: left alone
             resolved = _resolve(m, said)
-        return f"{m.group(0)} ({resolved})" if resolved else m.group(0)
+        if not resolved or m.string[m.end():].lstrip().lower().startswith(f"({resolved.lower()})"):
+            return m.group(0)  # "next year (2027)": the writer already said which
+        return f"{m.group(0)} ({resolved})"
 
     return PATTERN.sub(sub, text)
 

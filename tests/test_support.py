@@ -44,6 +44,11 @@ def test_relative_dates_resolve_against_the_moment_they_were_said():
     assert "(Saturday 21 February 2026)" in reltime.resolve("two weeks ago", said)
     assert "(February 2026)" in reltime.resolve("last month", said)
     assert reltime.resolve("on Monday we meet", said) == "on Monday we meet"  # ambiguous: left alone
+    # already resolved by whoever wrote it (or by an earlier pass): not said twice
+    assert reltime.resolve("the budget for next year (2027) is set", said) == "the budget for next year (2027) is set"
+    once = reltime.resolve("see you next Tuesday", said)
+    assert reltime.resolve(once, said) == once
+    assert reltime.resolve("next year (the big one)", said) == "next year (2027) (the big one)"
 
 
 def test_a_title_or_an_initial_does_not_end_the_sentence():
